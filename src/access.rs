@@ -1,0 +1,541 @@
+//! The access-phase handler: a state machine over a per-request context, in the shape of
+//! nginx's auth_request module. The first visit finds the credential and either answers from
+//! the cache or parks the request on a whoami call; the call's result (or the request's
+//! timer) records the decision and posts the request's write event, which runs the phases
+//! again and brings us back here to return the decision.
+//!
+//! Everything in this file runs on the nginx thread of a worker.
+
+use core::ffi::c_void;
+use core::mem;
+use core::ptr;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ngx::ffi::{
+    ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t,
+    ngx_pool_cleanup_add, ngx_pool_cleanup_t, ngx_post_event, ngx_posted_events, ngx_timeofday,
+    NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::ngx_log_error;
+
+use crate::bridge::{self, CallId, CallParams, WhoamiResult};
+use crate::cache::{CacheKey, KeyHasher, Lookup, SessionCache};
+use crate::conf::LocConf;
+use crate::credential::{self, OwnedCredential};
+use crate::decision::{self, Outcome};
+use crate::kratos::{Answer, Session};
+use crate::HttpOrySessionModule;
+
+type WaiterId = u64;
+
+/// How the cache took part in a decision, for `$ory_session_cache_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// No credential, so nothing to look up.
+    None,
+    Hit,
+    Miss,
+    Expired,
+    /// Caching is off for this request (`ory_session_cache_size 0` or a TTL of 0).
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::None => "",
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+enum State {
+    Pending { call: CallId, waiter: WaiterId },
+    Done(Outcome),
+}
+
+/// Per-request context. Lives in the request pool (see `attach_ctx`), so it is dropped when
+/// the request is freed however that happens; its `Drop` unhooks it from the worker tables
+/// and removes its timer, which is what makes aborted and timed-out requests safe.
+pub struct RequestCtx {
+    request: *mut ngx_http_request_t,
+    state: State,
+    pub session: Option<Rc<Session>>,
+    pub cache_status: CacheStatus,
+    /// Bounds the wait for Kratos. Not cancelable: a worker shutting down gracefully waits
+    /// for parked requests instead of dropping them.
+    timer: ngx_event_t,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        // SAFETY: the timer event lives inside this context and is only ever armed or posted
+        // by this module; nginx's timer tree and posted queue must not keep pointing at it.
+        unsafe {
+            if self.timer.timer_set() != 0 {
+                ngx_del_timer(&mut self.timer);
+            }
+            if self.timer.posted() != 0 {
+                ngx_delete_posted_event(&mut self.timer);
+            }
+        }
+        if let State::Pending { call, waiter } = self.state {
+            WORKER.with(|w| {
+                if let Some(w) = w.borrow_mut().as_mut() {
+                    w.detach(call, waiter);
+                }
+            });
+        }
+    }
+}
+
+/// One whoami call in flight and the requests parked on it.
+struct Call {
+    key: CacheKey,
+    waiters: Vec<WaiterId>,
+    abort: tokio::task::AbortHandle,
+}
+
+/// Worker-local state: the cache, the calls in flight and the parked requests.
+struct Worker {
+    cache: SessionCache<Rc<Session>>,
+    caching: bool,
+    hasher: KeyHasher,
+    calls: HashMap<CallId, Call>,
+    by_key: HashMap<CacheKey, CallId>,
+    waiters: HashMap<WaiterId, *mut RequestCtx>,
+    next_id: u64,
+    max_pending: usize,
+    last_shed_log_ms: u64,
+}
+
+impl Worker {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Removes a parked request from its call; the last one gone cancels the call.
+    fn detach(&mut self, call_id: CallId, waiter: WaiterId) {
+        self.waiters.remove(&waiter);
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.waiters.retain(|w| *w != waiter);
+        if call.waiters.is_empty() {
+            call.abort.abort();
+            let key = call.key;
+            self.calls.remove(&call_id);
+            self.by_key.remove(&key);
+        }
+    }
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+/// Sets up the worker's tables; called from `init_process` once the bridge runs.
+pub fn init_worker(cache_size: usize, max_pending: usize) {
+    let worker = Worker {
+        cache: SessionCache::new(cache_size),
+        caching: cache_size > 0,
+        hasher: KeyHasher::new_random(),
+        calls: HashMap::new(),
+        by_key: HashMap::new(),
+        waiters: HashMap::new(),
+        next_id: 0,
+        max_pending,
+        last_shed_log_ms: 0,
+    };
+    WORKER.with(|w| *w.borrow_mut() = Some(worker));
+}
+
+pub fn shutdown_worker() {
+    WORKER.with(|w| w.borrow_mut().take());
+}
+
+fn now_ms() -> u64 {
+    let tp = ngx_timeofday();
+    tp.sec as u64 * 1000 + tp.msec as u64
+}
+
+/// The access-phase handler registered in postconfiguration.
+///
+/// # Safety
+/// Called by nginx with a valid request.
+pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: forwarded from nginx; a panic must never unwind into C.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { check(r) })) {
+        Ok(rc) => rc,
+        Err(_) => {
+            // SAFETY: r is valid for the duration of the handler.
+            unsafe { log(r, Outcome::Internal, "internal error (panic)") };
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    }
+}
+
+fn rc_of(outcome: Outcome) -> ngx_int_t {
+    match outcome {
+        Outcome::Allowed => NGX_OK as ngx_int_t,
+        other => other.status() as ngx_int_t,
+    }
+}
+
+unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let request = Request::from_ngx_http_request(r);
+    let Some(lcf) = HttpOrySessionModule::location_conf(request) else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    if !lcf.enabled() || r != (*r).main {
+        return NGX_DECLINED as ngx_int_t;
+    }
+
+    if let Some(ctx) = find_ctx(r) {
+        return match ctx.state {
+            State::Pending { .. } => NGX_AGAIN as ngx_int_t,
+            State::Done(outcome) => rc_of(outcome),
+        };
+    }
+
+    let headers = request
+        .headers_in_iterator()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    let credential = match credential::find_credential(headers, lcf.cookie()) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => {
+            return refuse_locally(r, CacheStatus::None, "no session credential in the request")
+        }
+        Err(err) => return refuse_locally(r, CacheStatus::None, &err.to_string()),
+    };
+    let Some(whoami) = lcf.kratos.clone() else {
+        // merge_loc_conf refuses `ory_session on` without a URL
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(w) = w.as_mut() else {
+            log(
+                r,
+                Outcome::Internal,
+                "the Kratos client is not running in this worker",
+            );
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        let key = w.hasher.key(
+            credential.kind,
+            credential.cookie_name,
+            credential.value,
+            whoami.as_str(),
+            b"",
+        );
+
+        let mut cache_status = CacheStatus::Miss;
+        if !w.caching || lcf.cache_ttl == 0 {
+            cache_status = CacheStatus::Bypass;
+        }
+        match w
+            .cache
+            .lookup(key, now_ms(), lcf.cache_ttl as u64, lcf.negative_ttl as u64)
+        {
+            Lookup::Hit(session) => {
+                return match attach_ctx(r, State::Done(Outcome::Allowed), CacheStatus::Hit) {
+                    Some(ctx) => {
+                        (*ctx).session = Some(session);
+                        NGX_OK as ngx_int_t
+                    }
+                    None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+                };
+            }
+            Lookup::NegativeHit => {
+                let Some(_) =
+                    attach_ctx(r, State::Done(Outcome::Unauthenticated), CacheStatus::Hit)
+                else {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                };
+                log(
+                    r,
+                    Outcome::Unauthenticated,
+                    "Kratos rejected the session (cached)",
+                );
+                return rc_of(Outcome::Unauthenticated);
+            }
+            Lookup::Expired if cache_status != CacheStatus::Bypass => {
+                cache_status = CacheStatus::Expired
+            }
+            Lookup::Expired | Lookup::Miss => {}
+        }
+
+        // Join the call already in flight for this key, or start one.
+        let call_id = match w.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                if w.calls.len() >= w.max_pending {
+                    return shed(w, r, cache_status);
+                }
+                let id = w.next_id();
+                let params = CallParams {
+                    url: whoami,
+                    timeout: Duration::from_millis(lcf.timeout as u64),
+                };
+                let owned = OwnedCredential::from(&credential);
+                let Some(abort) = bridge::spawn_whoami(id, owned, params) else {
+                    log(
+                        r,
+                        Outcome::Internal,
+                        "the Kratos client is not running in this worker",
+                    );
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                };
+                w.calls.insert(
+                    id,
+                    Call {
+                        key,
+                        waiters: Vec::new(),
+                        abort,
+                    },
+                );
+                w.by_key.insert(key, id);
+                id
+            }
+        };
+
+        let waiter = w.next_id();
+        let Some(ctx) = attach_ctx(
+            r,
+            State::Pending {
+                call: call_id,
+                waiter,
+            },
+            cache_status,
+        ) else {
+            if w.calls.get(&call_id).is_some_and(|c| c.waiters.is_empty()) {
+                w.detach(call_id, waiter);
+            }
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        w.calls
+            .get_mut(&call_id)
+            .expect("call just found or made")
+            .waiters
+            .push(waiter);
+        w.waiters.insert(waiter, ctx);
+        arm_timer(ctx, lcf);
+        NGX_AGAIN as ngx_int_t
+    })
+}
+
+/// A refusal decided without asking Kratos (no credential, or one that cannot be valid).
+unsafe fn refuse_locally(
+    r: *mut ngx_http_request_t,
+    status: CacheStatus,
+    reason: &str,
+) -> ngx_int_t {
+    if attach_ctx(r, State::Done(Outcome::Unauthenticated), status).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    log(r, Outcome::Unauthenticated, reason);
+    rc_of(Outcome::Unauthenticated)
+}
+
+/// Too many calls in flight: answer 503 at once instead of queueing without bound. The log
+/// line is limited to one a second, since a flood is exactly when it would repeat.
+unsafe fn shed(w: &mut Worker, r: *mut ngx_http_request_t, status: CacheStatus) -> ngx_int_t {
+    if attach_ctx(r, State::Done(Outcome::Unavailable), status).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let now = now_ms();
+    if now.saturating_sub(w.last_shed_log_ms) >= 1000 {
+        w.last_shed_log_ms = now;
+        let reason = format!(
+            "{} whoami calls already in flight (ory_session_max_pending), request refused",
+            w.calls.len()
+        );
+        log(r, Outcome::Unavailable, &reason);
+    }
+    rc_of(Outcome::Unavailable)
+}
+
+unsafe fn log(r: *mut ngx_http_request_t, outcome: Outcome, reason: &str) {
+    let level = if outcome.is_failure() {
+        NGX_LOG_ERR
+    } else {
+        NGX_LOG_INFO
+    };
+    ngx_log_error!(
+        level,
+        (*(*r).connection).log,
+        "ory_session: {} while checking session with Kratos",
+        reason
+    );
+}
+
+type CleanupFn = unsafe extern "C" fn(*mut c_void);
+
+/// Pool cleanup handler that owns the context's lifetime. Never inlined: `find_ctx`
+/// recognises the context by this function's address.
+#[inline(never)]
+unsafe extern "C" fn drop_ctx(data: *mut c_void) {
+    // SAFETY: data is the RequestCtx written by attach_ctx; the pool runs this once.
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+        ptr::drop_in_place(data.cast::<RequestCtx>())
+    }));
+}
+
+/// Creates the context in the request pool and makes it the module's context.
+unsafe fn attach_ctx(
+    r: *mut ngx_http_request_t,
+    state: State,
+    cache_status: CacheStatus,
+) -> Option<*mut RequestCtx> {
+    let cln: *mut ngx_pool_cleanup_t =
+        ngx_pool_cleanup_add((*r).pool, mem::size_of::<RequestCtx>());
+    if cln.is_null() {
+        return None;
+    }
+    let ctx = (*cln).data.cast::<RequestCtx>();
+    debug_assert!(ctx.is_aligned());
+    ptr::write(
+        ctx,
+        RequestCtx {
+            request: r,
+            state,
+            session: None,
+            cache_status,
+            timer: mem::zeroed(),
+        },
+    );
+    (*cln).handler = Some(drop_ctx);
+    let request = Request::from_ngx_http_request(r);
+    request.set_module_ctx(ctx.cast(), HttpOrySessionModule::module());
+    Some(ctx)
+}
+
+/// The request's context, also after an internal redirect (which clears `r->ctx`): like
+/// nginx's realip module, find it again through the pool cleanup that owns it. This keeps
+/// the decision and the variables of a request for its whole life.
+pub unsafe fn find_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
+    let request = Request::from_ngx_http_request(r);
+    let module = HttpOrySessionModule::module();
+    let ctx = *(*r).ctx.add(module.ctx_index);
+    if !ctx.is_null() {
+        return Some(&mut *ctx.cast::<RequestCtx>());
+    }
+    let mut cln = (*(*r).pool).cleanup;
+    while !cln.is_null() {
+        if (*cln)
+            .handler
+            .is_some_and(|h| core::ptr::fn_addr_eq(h, drop_ctx as CleanupFn))
+        {
+            let ctx = (*cln).data;
+            request.set_module_ctx(ctx, module);
+            return Some(&mut *ctx.cast::<RequestCtx>());
+        }
+        cln = (*cln).next;
+    }
+    None
+}
+
+unsafe fn arm_timer(ctx: *mut RequestCtx, lcf: &LocConf) {
+    let timer = &raw mut (*ctx).timer;
+    (*timer).handler = Some(on_timeout);
+    (*timer).data = ctx.cast();
+    (*timer).log = (*(*(*ctx).request).connection).log;
+    (*timer).set_cancelable(0);
+    ngx::ffi::ngx_add_timer(timer, lcf.timeout);
+}
+
+/// Wakes a parked request up: its write event runs the phases again, from the event loop.
+unsafe fn resume(r: *mut ngx_http_request_t) {
+    ngx_post_event((*(*r).connection).write, &raw mut ngx_posted_events);
+}
+
+/// The request waited longer than `ory_session_timeout`.
+unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+        let ctx = &mut *(*ev).data.cast::<RequestCtx>();
+        let State::Pending { call, waiter } = ctx.state else {
+            return;
+        };
+        WORKER.with(|w| {
+            if let Some(w) = w.borrow_mut().as_mut() {
+                w.detach(call, waiter);
+            }
+        });
+        ctx.state = State::Done(Outcome::Timeout);
+        log(
+            ctx.request,
+            Outcome::Timeout,
+            "Kratos did not answer within ory_session_timeout",
+        );
+        resume(ctx.request);
+    }));
+}
+
+/// Called by the bridge, on the nginx thread, for every finished whoami call.
+pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
+    let (outcome, reason) = decision::from_whoami(&result);
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        let Some(w) = w.as_mut() else { return };
+        // Gone when every waiter left first (and the call was cancelled).
+        let Some(call) = w.calls.remove(&id) else {
+            return;
+        };
+        w.by_key.remove(&call.key);
+
+        let now = now_ms();
+        let session = match result {
+            Ok(Answer::Active {
+                session,
+                cache_for_ms,
+                ..
+            }) => {
+                let session = Rc::new(session);
+                w.cache.insert(
+                    call.key,
+                    session.clone(),
+                    now,
+                    session.expires_at_ms,
+                    cache_for_ms,
+                );
+                Some(session)
+            }
+            Ok(Answer::Unauthenticated { .. }) => {
+                w.cache.insert_negative(call.key, now);
+                None
+            }
+            _ => None,
+        };
+        debug_assert!(decision::is_cacheable(outcome) || session.is_none());
+
+        for waiter in call.waiters {
+            let Some(ctx) = w.waiters.remove(&waiter) else {
+                continue;
+            };
+            // SAFETY: a context is in `waiters` only while it is alive: its Drop removes it.
+            unsafe {
+                let ctx = &mut *ctx;
+                ctx.state = State::Done(outcome);
+                ctx.session = session.clone();
+                if ctx.timer.timer_set() != 0 {
+                    ngx_del_timer(&mut ctx.timer);
+                }
+                if outcome != Outcome::Allowed {
+                    log(ctx.request, outcome, &reason);
+                }
+                resume(ctx.request);
+            }
+        }
+    });
+}

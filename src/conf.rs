@@ -1,0 +1,453 @@
+//! Directives, configuration structures, merging and validation.
+//!
+//! Errors read like nginx's own: `invalid value "x" in "ory_session_timeout" directive`, and
+//! nginx appends the file and line.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::sync::Arc;
+
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_int_t, ngx_msec_t, ngx_parse_time, ngx_str_t,
+    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+
+use crate::credential::CookieMatch;
+use crate::HttpOrySessionModule;
+
+/// nginx's NGX_CONF_UNSET_UINT and NGX_CONF_UNSET_MSEC: `(type) -1`, which bindgen skips.
+const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+
+pub const DEFAULT_COOKIE: &[u8] = b"ory_kratos_session";
+const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
+const DEFAULT_CACHE_SIZE: ngx_uint_t = 10_000;
+const DEFAULT_CACHE_TTL_MS: ngx_msec_t = 60_000;
+const DEFAULT_NEGATIVE_TTL_MS: ngx_msec_t = 10_000;
+const DEFAULT_MAX_PENDING: ngx_uint_t = 1_024;
+
+/// `http`-level settings: one cache and one set of limits per worker.
+pub struct MainConf {
+    pub cache_size: ngx_uint_t,
+    pub max_pending: ngx_uint_t,
+    /// Set when `ory_session on` appears anywhere: workers only start the Kratos client when
+    /// some location can use it.
+    pub enabled_somewhere: bool,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            cache_size: NGX_CONF_UNSET_UINT,
+            max_pending: NGX_CONF_UNSET_UINT,
+            enabled_somewhere: false,
+        }
+    }
+}
+
+/// Where a directive was written, for errors reported after parsing (at merge time nginx's
+/// own position points at the end of the block).
+#[derive(Clone, Default)]
+pub struct Source {
+    file: String,
+    line: ngx_uint_t,
+}
+
+/// `http`, `server` and `location` settings.
+pub struct LocConf {
+    pub enable: ngx_flag_t,
+    enable_source: Source,
+    /// The whoami URL derived from `ory_session_kratos_url`.
+    pub kratos: Option<Arc<reqwest::Url>>,
+    pub cookie: Option<Arc<CookieMatch>>,
+    pub timeout: ngx_msec_t,
+    pub cache_ttl: ngx_msec_t,
+    pub negative_ttl: ngx_msec_t,
+}
+
+impl Default for LocConf {
+    fn default() -> Self {
+        LocConf {
+            enable: NGX_CONF_UNSET as ngx_flag_t,
+            enable_source: Source::default(),
+            kratos: None,
+            cookie: None,
+            timeout: NGX_CONF_UNSET_MSEC,
+            cache_ttl: NGX_CONF_UNSET_MSEC,
+            negative_ttl: NGX_CONF_UNSET_MSEC,
+        }
+    }
+}
+
+impl LocConf {
+    pub fn enabled(&self) -> bool {
+        self.enable == 1
+    }
+
+    pub fn cookie(&self) -> &CookieMatch {
+        // merge_loc_conf always fills it in
+        self.cookie.as_deref().expect("merged ory_session_cookie")
+    }
+}
+
+fn merge_msec(conf: &mut ngx_msec_t, prev: ngx_msec_t, default: ngx_msec_t) {
+    if *conf == NGX_CONF_UNSET_MSEC {
+        *conf = if prev == NGX_CONF_UNSET_MSEC {
+            default
+        } else {
+            prev
+        };
+    }
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` during configuration parsing.
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let pool = Pool::from_ngx_pool((*cf).pool);
+    pool.allocate(MainConf::default()).cast()
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` and the structure made by `create_main_conf`.
+pub unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    let conf = &mut *conf.cast::<MainConf>();
+    if conf.cache_size == NGX_CONF_UNSET_UINT {
+        conf.cache_size = DEFAULT_CACHE_SIZE;
+    }
+    if conf.max_pending == NGX_CONF_UNSET_UINT {
+        conf.max_pending = DEFAULT_MAX_PENDING;
+    }
+    NGX_CONF_OK
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` during configuration parsing.
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let pool = Pool::from_ngx_pool((*cf).pool);
+    pool.allocate(LocConf::default()).cast()
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` and two structures made by `create_loc_conf`.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let prev = &*prev.cast::<LocConf>();
+    let conf = &mut *conf.cast::<LocConf>();
+
+    if conf.enable == NGX_CONF_UNSET as ngx_flag_t {
+        conf.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t {
+            0
+        } else {
+            prev.enable
+        };
+        conf.enable_source = prev.enable_source.clone();
+    }
+    if conf.kratos.is_none() {
+        conf.kratos = prev.kratos.clone();
+    }
+    if conf.cookie.is_none() {
+        conf.cookie = match &prev.cookie {
+            Some(cookie) => Some(cookie.clone()),
+            None => Some(Arc::new(
+                CookieMatch::parse(DEFAULT_COOKIE).expect("default cookie"),
+            )),
+        };
+    }
+    merge_msec(&mut conf.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
+    merge_msec(&mut conf.cache_ttl, prev.cache_ttl, DEFAULT_CACHE_TTL_MS);
+    merge_msec(
+        &mut conf.negative_ttl,
+        prev.negative_ttl,
+        DEFAULT_NEGATIVE_TTL_MS,
+    );
+
+    if conf.enabled() && conf.kratos.is_none() {
+        // Worded like nginx's own `no "ssl_certificate" is defined ...` check.
+        ngx_log_error!(
+            NGX_LOG_EMERG,
+            (*cf).log,
+            "no \"ory_session_kratos_url\" is defined for the \"ory_session\" directive in {}:{}",
+            conf.enable_source.file,
+            conf.enable_source.line
+        );
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
+}
+
+/// The directive's arguments after its name.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    let all: &[ngx_str_t] = (*(*cf).args).as_slice();
+    &all[1..]
+}
+
+unsafe fn directive_name<'a>(cmd: *mut ngx_command_t) -> &'a str {
+    (*cmd).name.to_str().unwrap_or("ory_session")
+}
+
+unsafe fn invalid_value(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    value: &ngx_str_t,
+    why: &str,
+) -> *mut c_char {
+    ngx_conf_log_error!(
+        NGX_LOG_EMERG,
+        cf,
+        "invalid value \"{}\" in \"{}\" directive, {}",
+        String::from_utf8_lossy(value.as_bytes()),
+        directive_name(cmd),
+        why
+    );
+    NGX_CONF_ERROR
+}
+
+const IS_DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
+
+extern "C" fn set_enable(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.enable != NGX_CONF_UNSET as ngx_flag_t {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        conf.enable = match value.as_bytes() {
+            v if v.eq_ignore_ascii_case(b"on") => 1,
+            v if v.eq_ignore_ascii_case(b"off") => 0,
+            _ => return invalid_value(cf, cmd, value, "it must be \"on\" or \"off\""),
+        };
+        let file = &(*(*cf).conf_file).file;
+        conf.enable_source = Source {
+            file: String::from_utf8_lossy(file.name.as_bytes()).into_owned(),
+            line: (*(*cf).conf_file).line,
+        };
+        if conf.enable == 1 {
+            if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+                main.enabled_somewhere = true;
+            }
+        }
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_kratos_url(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.kratos.is_some() {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        let Ok(text) = value.to_str() else {
+            return invalid_value(cf, cmd, value, "the URL is not valid UTF-8");
+        };
+        match crate::kratos::whoami_url(text) {
+            Ok(whoami) => conf.kratos = Some(Arc::new(whoami)),
+            Err(why) => return invalid_value(cf, cmd, value, why),
+        }
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_cookie(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.cookie.is_some() {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        match CookieMatch::parse(value.as_bytes()) {
+            Ok(cookie) => conf.cookie = Some(Arc::new(cookie)),
+            Err(why) => return invalid_value(cf, cmd, value, why),
+        }
+    }
+    NGX_CONF_OK
+}
+
+/// Parses an nginx time ("5s", "500ms", "1m") into milliseconds.
+unsafe fn parse_msec(value: &ngx_str_t) -> Option<ngx_msec_t> {
+    let mut copy = *value;
+    let ms = ngx_parse_time(&mut copy, 0);
+    (ms != NGX_ERROR as ngx_int_t).then_some(ms as ngx_msec_t)
+}
+
+/// Shared by every time directive; `min_ms` rejects values that make no sense (a zero
+/// timeout would fail every request).
+unsafe fn set_time(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut ngx_msec_t,
+    min_ms: ngx_msec_t,
+) -> *mut c_char {
+    if *field != NGX_CONF_UNSET_MSEC {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    match parse_msec(value) {
+        Some(ms) if ms >= min_ms => {
+            *field = ms;
+            NGX_CONF_OK
+        }
+        Some(_) => invalid_value(cf, cmd, value, "it must be greater than zero"),
+        None => invalid_value(cf, cmd, value, "expected a time such as 500ms, 5s or 1m"),
+    }
+}
+
+extern "C" fn set_timeout(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe { set_time(cf, cmd, &mut (*conf.cast::<LocConf>()).timeout, 1) }
+}
+
+extern "C" fn set_cache_ttl(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe { set_time(cf, cmd, &mut (*conf.cast::<LocConf>()).cache_ttl, 0) }
+}
+
+extern "C" fn set_negative_ttl(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe { set_time(cf, cmd, &mut (*conf.cast::<LocConf>()).negative_ttl, 0) }
+}
+
+/// Shared by the count directives of the main conf.
+unsafe fn set_count(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut ngx_uint_t,
+    min: usize,
+) -> *mut c_char {
+    if *field != NGX_CONF_UNSET_UINT {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    let parsed = value.to_str().ok().and_then(|s| s.parse::<usize>().ok());
+    match parsed {
+        Some(n) if n >= min && n <= 10_000_000 => {
+            *field = n as ngx_uint_t;
+            NGX_CONF_OK
+        }
+        _ if min == 0 => invalid_value(cf, cmd, value, "expected a number from 0 to 10000000"),
+        _ => invalid_value(cf, cmd, value, "expected a number from 1 to 10000000"),
+    }
+}
+
+extern "C" fn set_cache_size(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the main conf made by create_main_conf and a valid cf.
+    unsafe { set_count(cf, cmd, &mut (*conf.cast::<MainConf>()).cache_size, 0) }
+}
+
+extern "C" fn set_max_pending(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the main conf made by create_main_conf and a valid cf.
+    unsafe { set_count(cf, cmd, &mut (*conf.cast::<MainConf>()).max_pending, 1) }
+}
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+const fn command(
+    name: ngx_str_t,
+    type_: u32,
+    set: extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
+    conf: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 9] = [
+    command(
+        ngx_string!("ory_session"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_enable,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_kratos_url"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_kratos_url,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_cookie"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_cookie,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_timeout"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_timeout,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_cache_ttl"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_cache_ttl,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_cache_negative_ttl"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_negative_ttl,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_cache_size"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set_cache_size,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_max_pending"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set_max_pending,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    ngx_command_t::empty(),
+];

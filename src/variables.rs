@@ -1,0 +1,140 @@
+//! `$ory_*` variables: views of the decision recorded in the request's context.
+//!
+//! Values point into the session kept alive by the context (which lives as long as the
+//! request), so evaluating a variable copies nothing. They are not cacheable: a variable
+//! read before the decision (say in the rewrite phase) must not freeze an empty value.
+
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t, ngx_int_t,
+    ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_HTTP_VAR_PREFIX, NGX_OK,
+};
+
+use crate::access;
+use crate::kratos::Session;
+
+type Field = fn(&Session) -> &str;
+
+/// Variables taken straight from the session.
+const SESSION_FIELDS: [(&str, Field); 9] = [
+    ("ory_user_id", |s| &s.user_id),
+    ("ory_session_id", |s| &s.id),
+    ("ory_session_aal", |s| &s.aal),
+    ("ory_session_expires_at", |s| &s.expires_at),
+    ("ory_session_authenticated_at", |s| &s.authenticated_at),
+    ("ory_identity_schema_id", |s| &s.schema_id),
+    ("ory_identity_state", |s| &s.identity_state),
+    ("ory_identity_traits", |s| &s.traits_json),
+    ("ory_identity_metadata_public", |s| &s.metadata_public_json),
+];
+
+const TRAIT_PREFIX: &str = "ory_trait_";
+
+/// Registers every variable; called from preconfiguration.
+///
+/// # Safety
+/// `cf` is the configuration being parsed.
+pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
+    for (index, (name, _)) in SESSION_FIELDS.iter().enumerate() {
+        add(cf, name, session_field, index, 0)?;
+    }
+    add(cf, TRAIT_PREFIX, session_trait, 0, NGX_HTTP_VAR_PREFIX)?;
+    add(cf, "ory_session_cache_status", cache_status, 0, 0)?;
+    Ok(())
+}
+
+unsafe fn add(
+    cf: *mut ngx_conf_t,
+    name: &'static str,
+    get: unsafe extern "C" fn(
+        *mut ngx_http_request_t,
+        *mut ngx_variable_value_t,
+        usize,
+    ) -> ngx_int_t,
+    data: usize,
+    flags: u32,
+) -> Result<(), ()> {
+    let mut name = ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr().cast_mut(),
+    };
+    let var: *mut ngx_http_variable_t = ngx_http_add_variable(
+        cf,
+        &mut name,
+        (flags | NGX_HTTP_VAR_NOCACHEABLE) as ngx_uint_t,
+    );
+    if var.is_null() {
+        return Err(());
+    }
+    (*var).get_handler = Some(get);
+    (*var).data = data;
+    Ok(())
+}
+
+unsafe fn set(v: *mut ngx_variable_value_t, value: &str) -> ngx_int_t {
+    let v = &mut *v;
+    // Values are never written through this pointer: nginx copies them where it needs to.
+    v.data = value.as_ptr().cast_mut();
+    v.set_len(value.len() as u32);
+    v.set_valid(1);
+    v.set_no_cacheable(1);
+    v.set_not_found(0);
+    NGX_OK as ngx_int_t
+}
+
+unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
+    access::find_ctx((*r).main)?.session.as_deref()
+}
+
+unsafe extern "C" fn session_field(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    let Some((_, field)) = SESSION_FIELDS.get(data) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    match session(r) {
+        Some(s) => set(v, field(s)),
+        None => set(v, ""),
+    }
+}
+
+/// `$ory_trait_<name>`: nginx passes the full variable name as `data`.
+unsafe extern "C" fn session_trait(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    let name = &*(data as *const ngx_str_t);
+    let trait_name = name
+        .as_bytes()
+        .get(TRAIT_PREFIX.len()..)
+        .unwrap_or_default();
+    let value = core::str::from_utf8(trait_name)
+        .ok()
+        .and_then(|t| trait_value(session(r)?, t))
+        .unwrap_or("");
+    set(v, value)
+}
+
+/// nginx lowercases variable names, so `$ory_trait_firstName` arrives as `firstname`:
+/// match trait names without regard to ASCII case.
+fn trait_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session.trait_value(name).or_else(|| {
+        let (_, value) = session
+            .traits
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        Some(&**value)
+    })
+}
+
+unsafe extern "C" fn cache_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    let status = access::find_ctx((*r).main).map_or("", |ctx| ctx.cache_status.as_str());
+    set(v, status)
+}
