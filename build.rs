@@ -5,7 +5,10 @@
 use std::env;
 
 fn main() {
-    for (var, cfg) in [("DEP_NGINX_FEATURES", "ngx_feature"), ("DEP_NGINX_OS", "ngx_os")] {
+    for (var, cfg) in [
+        ("DEP_NGINX_FEATURES", "ngx_feature"),
+        ("DEP_NGINX_OS", "ngx_os"),
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
         println!("cargo::rerun-if-env-changed={var}_CHECK");
         let allowed = env::var(format!("{var}_CHECK")).unwrap_or_else(|_| "any()".into());
