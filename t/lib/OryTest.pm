@@ -57,6 +57,11 @@ END {
 
 sub _stop_all { $_ && $_->stop for @LIVE }
 
+# An interrupted test must still stop its nginx (a daemon, outside our process group): turn
+# the signal into an exit so END runs.
+$SIG{INT} ||= sub { exit 130 };
+$SIG{TERM} ||= sub { exit 143 };
+
 sub new ($class, %opts) {
     my $keep = $ENV{TEST_KEEP};
     my $prefix = tempdir('nginx-ory-t-XXXXXX', TMPDIR => 1, CLEANUP => !$keep);

@@ -1,0 +1,101 @@
+//! Module registration: the module table, its configuration hooks and worker start/stop.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_process, NGX_ERROR,
+    NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_log_error;
+
+use crate::{access, bridge, conf, variables};
+
+pub struct HttpOrySessionModule;
+
+impl HttpModule for HttpOrySessionModule {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module table is only mutated by nginx while loading the module.
+        unsafe { &*ptr::addr_of!(ngx_http_ory_session_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        match variables::register(cf) {
+            Ok(()) => NGX_OK as ngx_int_t,
+            Err(()) => NGX_ERROR as ngx_int_t,
+        }
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
+        let h = ngx_array_push(&mut phase.handlers).cast::<ngx_http_handler_pt>();
+        if h.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        *h = Some(access::access_handler);
+        NGX_OK as ngx_int_t
+    }
+}
+
+unsafe impl HttpModuleMainConf for HttpOrySessionModule {
+    type MainConf = conf::MainConf;
+}
+
+unsafe impl HttpModuleLocationConf for HttpOrySessionModule {
+    type LocationConf = conf::LocConf;
+}
+
+/// Starts the Kratos client of a worker. Never at configuration time: `nginx -t`, the
+/// master and every reload load this module too, and a runtime's threads would not survive
+/// the fork into workers.
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    if ngx_process != NGX_PROCESS_WORKER as usize && ngx_process != NGX_PROCESS_SINGLE as usize {
+        return NGX_OK as ngx_int_t;
+    }
+    let Some(mcf) = HttpOrySessionModule::main_conf(&*cycle) else {
+        return NGX_OK as ngx_int_t; // no http block
+    };
+    if !mcf.enabled_somewhere {
+        return NGX_OK as ngx_int_t;
+    }
+    if let Err(err) = bridge::start(cycle, access::on_whoami_done) {
+        ngx_log_error!(NGX_LOG_EMERG, (*cycle).log, "ory_session: {}", err);
+        return NGX_ERROR as ngx_int_t;
+    }
+    access::init_worker(mcf.cache_size, mcf.max_pending);
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    access::shutdown_worker();
+    bridge::stop();
+}
+
+static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(HttpOrySessionModule::preconfiguration),
+    postconfiguration: Some(HttpOrySessionModule::postconfiguration),
+    create_main_conf: Some(conf::create_main_conf),
+    init_main_conf: Some(conf::init_main_conf),
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(conf::create_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
+};
+
+ngx::ngx_modules!(ngx_http_ory_session_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_ory_session_module: ngx_module_t = ngx_module_t {
+    ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
+    commands: ptr::addr_of_mut!(conf::COMMANDS) as *mut _,
+    type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
+    ..ngx_module_t::default()
+};
