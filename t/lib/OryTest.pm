@@ -167,7 +167,7 @@ sub _daemon ($self, $name, $script, @args) {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', $log;
         open STDERR, '>&', \*STDOUT;
-        exec($^X, $script, @args) or POSIX::_exit(127);
+        exec($^X, $script, @args, '--parent-pid', getppid) or POSIX::_exit(127);
     }
     $self->{procs}{$name} = $pid;
     my $port = $self->port($name);
