@@ -511,4 +511,72 @@ mod tests {
             "{text}"
         );
     }
+
+    /// Counts the bytes this thread allocates, so that one test can measure what a cache
+    /// entry costs without seeing other tests' allocations.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! { static NET: Cell<isize> = const { Cell::new(0) }; }
+
+        pub struct Counting;
+
+        // SAFETY: forwards to the system allocator; only adds bookkeeping.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = NET.try_with(|n| n.set(n.get() + layout.size() as isize));
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                let _ = NET.try_with(|n| n.set(n.get() - layout.size() as isize));
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        pub fn net() -> isize {
+            NET.with(|n| n.get())
+        }
+    }
+
+    /// What one cached session costs (allocator overhead not included), reported by
+    /// `cargo test -- --nocapture bytes_per_entry`.
+    #[test]
+    fn bytes_per_entry() {
+        use crate::kratos::{decode_response, tests::FULL_BODY, Answer};
+        use std::rc::Rc;
+
+        let now = 1_785_000_000_000;
+        let Ok(Answer::Active { session, .. }) = decode_response(
+            200,
+            Some("application/json"),
+            None,
+            vec![],
+            FULL_BODY.as_bytes(),
+            now,
+        ) else {
+            panic!("the contract body decodes");
+        };
+        let (_, json_bytes) = session.heap_bytes();
+        let n = 2_000;
+        let before = counting::net();
+        let mut cache = SessionCache::new(n);
+        for i in 0..n {
+            cache.insert(i as u128, Rc::new(session.clone()), now, u64::MAX, None);
+        }
+        let per_entry = (counting::net() - before) as usize / n;
+        let without_json = per_entry - json_bytes;
+        println!(
+            "bytes per cached session: {per_entry} ({without_json} without the {json_bytes} bytes \
+             of trait and metadata JSON kept for variables)"
+        );
+        assert_eq!(cache.len(), n);
+        assert!(
+            without_json <= 512,
+            "{without_json} bytes per entry without JSON"
+        );
+    }
 }

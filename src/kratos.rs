@@ -511,11 +511,11 @@ fn transport_error(e: reqwest::Error) -> KratosError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The 200 body from /work/shared/kratos-whoami.md, verbatim.
-    const FULL_BODY: &str = r#"{
+    /// The 200 body of Kratos' whoami contract, verbatim.
+    pub(crate) const FULL_BODY: &str = r#"{
   "id": "8f660ce3-69ec-4aeb-9fda-f9230dc3243f",
   "active": true,
   "expires_at": "2026-07-30T09:30:36.741152Z",
