@@ -21,7 +21,7 @@ use ngx::ffi::{
     NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
-use ngx::ngx_log_error;
+use ngx::{ngx_log_debug_mask, ngx_log_error};
 
 use crate::bridge::{self, CallId, CallParams, WhoamiResult};
 use crate::cache::{CacheKey, KeyHasher, Lookup, SessionCache};
@@ -244,6 +244,18 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !w.caching || lcf.cache_ttl == 0 {
             cache_status = CacheStatus::Bypass;
         }
+        debug(
+            r,
+            format_args!(
+                "ory_session: {} found, cache {}",
+                credential.kind,
+                if cache_status == CacheStatus::Bypass {
+                    "off"
+                } else {
+                    "on"
+                }
+            ),
+        );
         match w
             .cache
             .lookup(key, now_ms(), lcf.cache_ttl as u64, lcf.negative_ttl as u64)
@@ -278,7 +290,6 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
 
         // Join the call already in flight for this key, or start one.
         let call_id = match w.by_key.get(&key) {
-            Some(&id) => id,
             None => {
                 if w.calls.len() >= w.max_pending {
                     return shed(w, r, cache_status);
@@ -306,6 +317,11 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                     },
                 );
                 w.by_key.insert(key, id);
+                debug(r, format_args!("ory_session: whoami call #{id} started"));
+                id
+            }
+            Some(&id) => {
+                debug(r, format_args!("ory_session: joined whoami call #{id}"));
                 id
             }
         };
@@ -364,6 +380,13 @@ unsafe fn shed(w: &mut Worker, r: *mut ngx_http_request_t, status: CacheStatus) 
         log(r, Outcome::Unavailable, &reason);
     }
     rc_of(Outcome::Unavailable)
+}
+
+/// Debug-level trace (nginx built `--with-debug`, `error_log ... debug`). Never given a
+/// credential value.
+unsafe fn debug(r: *mut ngx_http_request_t, args: core::fmt::Arguments) {
+    let log = (*(*r).connection).log;
+    ngx_log_debug_mask!(DebugMask::Http, log, "{}", args);
 }
 
 unsafe fn log(r: *mut ngx_http_request_t, outcome: Outcome, reason: &str) {
@@ -526,6 +549,10 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
             // SAFETY: a context is in `waiters` only while it is alive: its Drop removes it.
             unsafe {
                 let ctx = &mut *ctx;
+                debug(
+                    ctx.request,
+                    format_args!("ory_session: whoami call #{id} done: {outcome:?}"),
+                );
                 ctx.state = State::Done(outcome);
                 ctx.session = session.clone();
                 if ctx.timer.timer_set() != 0 {

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,8 +179,9 @@ unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
         Some((done, bridge.on_done))
     });
     let Some((done, on_done)) = batch else { return };
-    // The borrow is released: `on_done` may start new calls.
+    // The borrow is released: `on_done` may start new calls. A panic must not unwind into
+    // nginx; the requests of that call then end with their own timer (504).
     for (id, result) in done {
-        on_done(id, result);
+        let _ = catch_unwind(AssertUnwindSafe(|| on_done(id, result)));
     }
 }

@@ -64,8 +64,15 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as ngx_int_t;
     }
     if let Err(err) = bridge::start(cycle, access::on_whoami_done) {
-        ngx_log_error!(NGX_LOG_EMERG, (*cycle).log, "ory_session: {}", err);
-        return NGX_ERROR as ngx_int_t;
+        // Keep the worker: it serves everything else, and protected locations fail closed
+        // with 500 and a log line saying why.
+        ngx_log_error!(
+            NGX_LOG_EMERG,
+            (*cycle).log,
+            "ory_session: {}, sessions cannot be checked",
+            err
+        );
+        return NGX_OK as ngx_int_t;
     }
     access::init_worker(mcf.cache_size, mcf.max_pending);
     NGX_OK as ngx_int_t

@@ -4,6 +4,8 @@
 //! request), so evaluating a variable copies nothing. They are not cacheable: a variable
 //! read before the decision (say in the rewrite phase) must not freeze an empty value.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t, ngx_int_t,
     ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
@@ -67,6 +69,7 @@ unsafe fn add(
         return Err(());
     }
     (*var).get_handler = Some(get);
+    // Every getter runs its body through `guarded`, so a panic never unwinds into nginx.
     (*var).data = data;
     Ok(())
 }
@@ -82,6 +85,12 @@ unsafe fn set(v: *mut ngx_variable_value_t, value: &str) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
+/// Runs a getter; a panic makes the variable fail (nginx then logs and fails the request)
+/// instead of unwinding into C.
+fn guarded(get: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
+    catch_unwind(AssertUnwindSafe(get)).unwrap_or(NGX_ERROR as ngx_int_t)
+}
+
 unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
     access::find_ctx((*r).main)?.session.as_deref()
 }
@@ -91,13 +100,15 @@ unsafe extern "C" fn session_field(
     v: *mut ngx_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
-    let Some((_, field)) = SESSION_FIELDS.get(data) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    match session(r) {
-        Some(s) => set(v, field(s)),
-        None => set(v, ""),
-    }
+    guarded(|| {
+        let Some((_, field)) = SESSION_FIELDS.get(data) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        match session(r) {
+            Some(s) => set(v, field(s)),
+            None => set(v, ""),
+        }
+    })
 }
 
 /// `$ory_trait_<name>`: nginx passes the full variable name as `data`.
@@ -106,16 +117,18 @@ unsafe extern "C" fn session_trait(
     v: *mut ngx_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
-    let name = &*(data as *const ngx_str_t);
-    let trait_name = name
-        .as_bytes()
-        .get(TRAIT_PREFIX.len()..)
-        .unwrap_or_default();
-    let value = core::str::from_utf8(trait_name)
-        .ok()
-        .and_then(|t| trait_value(session(r)?, t))
-        .unwrap_or("");
-    set(v, value)
+    guarded(|| {
+        let name = &*(data as *const ngx_str_t);
+        let trait_name = name
+            .as_bytes()
+            .get(TRAIT_PREFIX.len()..)
+            .unwrap_or_default();
+        let value = core::str::from_utf8(trait_name)
+            .ok()
+            .and_then(|t| trait_value(session(r)?, t))
+            .unwrap_or("");
+        set(v, value)
+    })
 }
 
 /// nginx lowercases variable names, so `$ory_trait_firstName` arrives as `firstname`:
@@ -135,6 +148,8 @@ unsafe extern "C" fn cache_status(
     v: *mut ngx_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    let status = access::find_ctx((*r).main).map_or("", |ctx| ctx.cache_status.as_str());
-    set(v, status)
+    guarded(|| {
+        let status = access::find_ctx((*r).main).map_or("", |ctx| ctx.cache_status.as_str());
+        set(v, status)
+    })
 }
