@@ -16,9 +16,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ngx::ffi::{
-    ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t,
-    ngx_pool_cleanup_add, ngx_pool_cleanup_t, ngx_post_event, ngx_posted_events, ngx_timeofday,
-    NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_http_complex_value,
+    ngx_http_complex_value_t, ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add,
+    ngx_pool_cleanup_t, ngx_post_event, ngx_posted_events, ngx_str_t, ngx_timeofday, NGX_AGAIN,
+    NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SEE_OTHER, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_mask, ngx_log_error};
@@ -26,10 +28,11 @@ use ngx::{ngx_log_debug_mask, ngx_log_error};
 use crate::bridge::{self, CallId, CallParams, WhoamiResult};
 use crate::cache::{CacheKey, KeyHasher, Lookup, SessionCache};
 use crate::conf::LocConf;
-use crate::credential::{self, OwnedCredential};
+use crate::credential::{self, CredentialKind, OwnedCredential};
 use crate::decision::{self, Outcome};
 use crate::kratos::{Answer, Session};
 use crate::HttpOrySessionModule;
+use crate::{browser, headers};
 
 type WaiterId = u64;
 
@@ -70,6 +73,14 @@ pub struct RequestCtx {
     state: State,
     pub session: Option<Rc<Session>>,
     pub cache_status: CacheStatus,
+    /// Which credential the request carried, for `ory_session_hide_credentials`.
+    kind: Option<CredentialKind>,
+    /// `Set-Cookie` values from Kratos' answer (a refreshed session cookie).
+    set_cookie: Option<Rc<[String]>>,
+    /// Kratos' own step-up URL from a 403 answer.
+    redirect_browser_to: Option<Rc<str>>,
+    /// Credentials hidden and cookies added: done once, even if the phases run again.
+    applied: bool,
     /// Bounds the wait for Kratos. Not cancelable: a worker shutting down gracefully waits
     /// for parked requests instead of dropping them.
     timer: ngx_event_t,
@@ -203,7 +214,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     if let Some(ctx) = find_ctx(r) {
         return match ctx.state {
             State::Pending { .. } => NGX_AGAIN as ngx_int_t,
-            State::Done(outcome) => rc_of(outcome),
+            State::Done(_) => finish(r, lcf, ctx),
         };
     }
 
@@ -213,16 +224,21 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     let credential = match credential::find_credential(headers, lcf.cookie()) {
         Ok(Some(credential)) => credential,
         Ok(None) => {
-            return refuse_locally(r, CacheStatus::None, "no session credential in the request")
+            return refuse_locally(
+                r,
+                lcf,
+                CacheStatus::None,
+                "no session credential in the request",
+            )
         }
-        Err(err) => return refuse_locally(r, CacheStatus::None, &err.to_string()),
+        Err(err) => return refuse_locally(r, lcf, CacheStatus::None, &err.to_string()),
     };
     let Some(whoami) = lcf.kratos.clone() else {
         // merge_loc_conf refuses `ory_session on` without a URL
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
 
-    WORKER.with(|w| {
+    let step = WORKER.with(|w| {
         let mut w = w.borrow_mut();
         let Some(w) = w.as_mut() else {
             log(
@@ -230,7 +246,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                 Outcome::Internal,
                 "the Kratos client is not running in this worker",
             );
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            return Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
         };
         let key = w.hasher.key(
             credential.kind,
@@ -264,23 +280,24 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return match attach_ctx(r, State::Done(Outcome::Allowed), CacheStatus::Hit) {
                     Some(ctx) => {
                         (*ctx).session = Some(session);
-                        NGX_OK as ngx_int_t
+                        (*ctx).kind = Some(credential.kind);
+                        Step::Decided(ctx)
                     }
-                    None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+                    None => Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t),
                 };
             }
             Lookup::NegativeHit => {
-                let Some(_) =
+                let Some(ctx) =
                     attach_ctx(r, State::Done(Outcome::Unauthenticated), CacheStatus::Hit)
                 else {
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                    return Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
                 };
                 log(
                     r,
                     Outcome::Unauthenticated,
                     "Kratos rejected the session (cached)",
                 );
-                return rc_of(Outcome::Unauthenticated);
+                return Step::Decided(ctx);
             }
             Lookup::Expired if cache_status != CacheStatus::Bypass => {
                 cache_status = CacheStatus::Expired
@@ -306,7 +323,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                         Outcome::Internal,
                         "the Kratos client is not running in this worker",
                     );
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                    return Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
                 };
                 w.calls.insert(
                     id,
@@ -338,7 +355,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
             if w.calls.get(&call_id).is_some_and(|c| c.waiters.is_empty()) {
                 w.detach(call_id, waiter);
             }
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            return Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
         };
         w.calls
             .get_mut(&call_id)
@@ -346,30 +363,158 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
             .waiters
             .push(waiter);
         w.waiters.insert(waiter, ctx);
+        (*ctx).kind = Some(credential.kind);
         arm_timer(ctx, lcf);
-        NGX_AGAIN as ngx_int_t
-    })
+        Step::Return(NGX_AGAIN as ngx_int_t)
+    });
+    match step {
+        Step::Return(rc) => rc,
+        // SAFETY: the context was just made in this request's pool.
+        Step::Decided(ctx) => finish(r, lcf, &mut *ctx),
+    }
+}
+
+/// What the first visit of a request leads to. The decision is applied after the worker
+/// tables are released, since applying it calls back into nginx.
+enum Step {
+    Return(ngx_int_t),
+    Decided(*mut RequestCtx),
+}
+
+/// Applies a recorded decision with the rules of the current location: the required AAL,
+/// login redirects for browsers, hidden credentials and cookies from Kratos.
+unsafe fn finish(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> ngx_int_t {
+    let State::Done(outcome) = ctx.state else {
+        return NGX_AGAIN as ngx_int_t;
+    };
+    match outcome {
+        Outcome::Allowed => {
+            let aal = ctx.session.as_ref().map_or("", |s| &s.aal);
+            if browser::aal_rank(aal).unwrap_or(0) < lcf.aal as u8 {
+                if !ctx.applied {
+                    ctx.applied = true;
+                    let reason = format!(
+                        "session authenticator assurance level \"{aal}\" is below the required \"aal{}\"",
+                        lcf.aal
+                    );
+                    log(r, Outcome::Forbidden, &reason);
+                }
+                return redirect_or(r, lcf, Some("aal2"), None, Outcome::Forbidden);
+            }
+            if !ctx.applied {
+                ctx.applied = true;
+                if lcf.hide_credentials == 1 {
+                    if let Some(kind) = ctx.kind {
+                        headers::hide_credentials(r, kind, lcf.cookie());
+                    }
+                }
+                for cookie in ctx.set_cookie.iter().flat_map(|c| c.iter()) {
+                    if headers::add_header_out(r, "Set-Cookie", cookie.as_bytes()).is_none() {
+                        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                    }
+                }
+            }
+            NGX_OK as ngx_int_t
+        }
+        Outcome::Unauthenticated => redirect_or(r, lcf, None, None, outcome),
+        Outcome::Forbidden => {
+            let kratos_url = ctx.redirect_browser_to.clone();
+            redirect_or(r, lcf, Some("aal2"), kratos_url.as_deref(), outcome)
+        }
+        other => rc_of(other),
+    }
+}
+
+/// A browser navigation goes to the login page (`ory_session_login_url`, or for a step-up
+/// the URL Kratos named), with `return_to` set; any other client gets the plain status.
+unsafe fn redirect_or(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    aal: Option<&str>,
+    kratos_url: Option<&str>,
+    outcome: Outcome,
+) -> ngx_int_t {
+    let request = Request::from_ngx_http_request(r);
+    let accept = request
+        .headers_in_iterator()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(b"accept"))
+        .map(|(_, v)| v.as_bytes());
+    if !accept.is_some_and(browser::prefers_html) {
+        return rc_of(outcome);
+    }
+    let login = if lcf.login_url.is_null() {
+        match kratos_url {
+            Some(url) => url.to_owned(),
+            None => return rc_of(outcome),
+        }
+    } else {
+        match complex_value(r, lcf.login_url) {
+            Some(url) if !url.is_empty() => url,
+            _ => return rc_of(outcome),
+        }
+    };
+    let return_to = if lcf.return_to.is_null() {
+        own_url(r)
+    } else {
+        complex_value(r, lcf.return_to).unwrap_or_default()
+    };
+    let location = browser::login_location(&login, &return_to, aal);
+    if headers::add_header_out(r, "Location", location.as_bytes()).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    NGX_HTTP_SEE_OTHER as ngx_int_t
+}
+
+unsafe fn complex_value(
+    r: *mut ngx_http_request_t,
+    cv: *mut ngx_http_complex_value_t,
+) -> Option<String> {
+    let mut value = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
+    if ngx_http_complex_value(r, cv, &mut value) != NGX_OK as ngx_int_t {
+        return None;
+    }
+    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// The absolute URL the client asked for, to come back to after logging in.
+unsafe fn own_url(r: *mut ngx_http_request_t) -> String {
+    let scheme = if (*(*r).connection).ssl.is_null() {
+        "http"
+    } else {
+        "https"
+    };
+    let host = (*r).headers_in.server.as_bytes();
+    let uri = (*r).unparsed_uri.as_bytes();
+    format!(
+        "{scheme}://{}{}",
+        String::from_utf8_lossy(host),
+        String::from_utf8_lossy(uri)
+    )
 }
 
 /// A refusal decided without asking Kratos (no credential, or one that cannot be valid).
 unsafe fn refuse_locally(
     r: *mut ngx_http_request_t,
+    lcf: &LocConf,
     status: CacheStatus,
     reason: &str,
 ) -> ngx_int_t {
-    if attach_ctx(r, State::Done(Outcome::Unauthenticated), status).is_none() {
+    let Some(ctx) = attach_ctx(r, State::Done(Outcome::Unauthenticated), status) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    }
+    };
     log(r, Outcome::Unauthenticated, reason);
-    rc_of(Outcome::Unauthenticated)
+    finish(r, lcf, &mut *ctx)
 }
 
 /// Too many calls in flight: answer 503 at once instead of queueing without bound. The log
 /// line is limited to one a second, since a flood is exactly when it would repeat.
-unsafe fn shed(w: &mut Worker, r: *mut ngx_http_request_t, status: CacheStatus) -> ngx_int_t {
-    if attach_ctx(r, State::Done(Outcome::Unavailable), status).is_none() {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    }
+unsafe fn shed(w: &mut Worker, r: *mut ngx_http_request_t, status: CacheStatus) -> Step {
+    let Some(ctx) = attach_ctx(r, State::Done(Outcome::Unavailable), status) else {
+        return Step::Return(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+    };
     let now = now_ms();
     if now.saturating_sub(w.last_shed_log_ms) >= 1000 {
         w.last_shed_log_ms = now;
@@ -379,7 +524,7 @@ unsafe fn shed(w: &mut Worker, r: *mut ngx_http_request_t, status: CacheStatus) 
         );
         log(r, Outcome::Unavailable, &reason);
     }
-    rc_of(Outcome::Unavailable)
+    Step::Decided(ctx)
 }
 
 /// Debug-level trace (nginx built `--with-debug`, `error_log ... debug`). Never given a
@@ -435,6 +580,10 @@ unsafe fn attach_ctx(
             state,
             session: None,
             cache_status,
+            kind: None,
+            set_cookie: None,
+            redirect_browser_to: None,
+            applied: false,
             timer: mem::zeroed(),
         },
     );
@@ -518,27 +667,37 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
         w.by_key.remove(&call.key);
 
         let now = now_ms();
+        let mut set_cookie: Option<Rc<[String]>> = None;
+        let mut redirect_browser_to: Option<Rc<str>> = None;
         let session = match result {
             Ok(Answer::Active {
                 session,
                 cache_for_ms,
-                ..
+                set_cookie: cookies,
             }) => {
                 let session = Rc::new(session);
-                w.cache.insert(
-                    call.key,
-                    session.clone(),
-                    now,
-                    session.expires_at_ms,
-                    cache_for_ms,
-                );
+                // Reused until the session ends, and never past the JWT handed upstream.
+                let deadline = session
+                    .expires_at_ms
+                    .min(session.tokenized_exp_ms.unwrap_or(u64::MAX));
+                w.cache
+                    .insert(call.key, session.clone(), now, deadline, cache_for_ms);
+                if !cookies.is_empty() {
+                    set_cookie = Some(cookies.into());
+                }
                 Some(session)
             }
             Ok(Answer::Unauthenticated { .. }) => {
                 w.cache.insert_negative(call.key, now);
                 None
             }
-            _ => None,
+            Ok(Answer::AalRequired {
+                redirect_browser_to: url,
+            }) => {
+                redirect_browser_to = url.map(Into::into);
+                None
+            }
+            Err(_) => None,
         };
         debug_assert!(decision::is_cacheable(outcome) || session.is_none());
 
@@ -555,6 +714,8 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
                 );
                 ctx.state = State::Done(outcome);
                 ctx.session = session.clone();
+                ctx.set_cookie = set_cookie.clone();
+                ctx.redirect_browser_to = redirect_browser_to.clone();
                 if ctx.timer.timer_set() != 0 {
                     ngx_del_timer(&mut ctx.timer);
                 }

@@ -4,13 +4,15 @@
 //! nginx appends the file and line.
 
 use core::ffi::{c_char, c_void};
+use core::mem::offset_of;
 use core::ptr;
 use std::sync::Arc;
 
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_int_t, ngx_msec_t, ngx_parse_time, ngx_str_t,
-    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF,
+    ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t,
+    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_parse_time, ngx_str_t, ngx_uint_t,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG,
 };
@@ -23,6 +25,8 @@ use crate::HttpOrySessionModule;
 /// nginx's NGX_CONF_UNSET_UINT and NGX_CONF_UNSET_MSEC: `(type) -1`, which bindgen skips.
 const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+/// nginx's NGX_CONF_UNSET_PTR: `(void *) -1`.
+const NGX_CONF_UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
 
 pub const DEFAULT_COOKIE: &[u8] = b"ory_kratos_session";
 const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
@@ -63,11 +67,21 @@ pub struct LocConf {
     pub enable: ngx_flag_t,
     enable_source: Source,
     /// The whoami URL derived from `ory_session_kratos_url`.
+    kratos_base: Option<Arc<reqwest::Url>>,
+    /// What is called: the whoami URL with `tokenize_as` when set (filled in by merge).
     pub kratos: Option<Arc<reqwest::Url>>,
     pub cookie: Option<Arc<CookieMatch>>,
     pub timeout: ngx_msec_t,
     pub cache_ttl: ngx_msec_t,
     pub negative_ttl: ngx_msec_t,
+    /// `ory_session_login_url`; null when unset.
+    pub login_url: *mut ngx_http_complex_value_t,
+    /// `ory_session_return_to`; null means "the request's own absolute URL".
+    pub return_to: *mut ngx_http_complex_value_t,
+    /// `ory_session_aal`: the least authenticator assurance level, 1 or 2.
+    pub aal: ngx_uint_t,
+    tokenize_as: Option<String>,
+    pub hide_credentials: ngx_flag_t,
 }
 
 impl Default for LocConf {
@@ -75,11 +89,17 @@ impl Default for LocConf {
         LocConf {
             enable: NGX_CONF_UNSET as ngx_flag_t,
             enable_source: Source::default(),
+            kratos_base: None,
             kratos: None,
             cookie: None,
             timeout: NGX_CONF_UNSET_MSEC,
             cache_ttl: NGX_CONF_UNSET_MSEC,
             negative_ttl: NGX_CONF_UNSET_MSEC,
+            login_url: NGX_CONF_UNSET_PTR.cast(),
+            return_to: NGX_CONF_UNSET_PTR.cast(),
+            aal: NGX_CONF_UNSET_UINT,
+            tokenize_as: None,
+            hide_credentials: NGX_CONF_UNSET as ngx_flag_t,
         }
     }
 }
@@ -92,6 +112,13 @@ impl LocConf {
     pub fn cookie(&self) -> &CookieMatch {
         // merge_loc_conf always fills it in
         self.cookie.as_deref().expect("merged ory_session_cookie")
+    }
+}
+
+fn merge_ptr(conf: &mut *mut ngx_http_complex_value_t, prev: *mut ngx_http_complex_value_t) {
+    let unset: *mut ngx_http_complex_value_t = NGX_CONF_UNSET_PTR.cast();
+    if *conf == unset {
+        *conf = if prev == unset { ptr::null_mut() } else { prev };
     }
 }
 
@@ -150,8 +177,8 @@ pub unsafe extern "C" fn merge_loc_conf(
         };
         conf.enable_source = prev.enable_source.clone();
     }
-    if conf.kratos.is_none() {
-        conf.kratos = prev.kratos.clone();
+    if conf.kratos_base.is_none() {
+        conf.kratos_base = prev.kratos_base.clone();
     }
     if conf.cookie.is_none() {
         conf.cookie = match &prev.cookie {
@@ -161,6 +188,36 @@ pub unsafe extern "C" fn merge_loc_conf(
             )),
         };
     }
+    merge_ptr(&mut conf.login_url, prev.login_url);
+    merge_ptr(&mut conf.return_to, prev.return_to);
+    if conf.aal == NGX_CONF_UNSET_UINT {
+        conf.aal = if prev.aal == NGX_CONF_UNSET_UINT {
+            1
+        } else {
+            prev.aal
+        };
+    }
+    if conf.hide_credentials == NGX_CONF_UNSET as ngx_flag_t {
+        conf.hide_credentials = if prev.hide_credentials == NGX_CONF_UNSET as ngx_flag_t {
+            0
+        } else {
+            prev.hide_credentials
+        };
+    }
+    if conf.tokenize_as.is_none() {
+        conf.tokenize_as = prev.tokenize_as.clone();
+    }
+    // The whoami URL carries the token template, so that the cache key (built from the URL)
+    // tells answers with and without a JWT apart.
+    conf.kratos = match (&conf.kratos_base, &conf.tokenize_as) {
+        (Some(base), Some(template)) => {
+            let mut url = (**base).clone();
+            url.query_pairs_mut().append_pair("tokenize_as", template);
+            Some(Arc::new(url))
+        }
+        (base, None) => base.clone(),
+        (None, Some(_)) => None,
+    };
     merge_msec(&mut conf.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
     merge_msec(&mut conf.cache_ttl, prev.cache_ttl, DEFAULT_CACHE_TTL_MS);
     merge_msec(
@@ -251,7 +308,7 @@ extern "C" fn set_kratos_url(
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
     unsafe {
         let conf = &mut *conf.cast::<LocConf>();
-        if conf.kratos.is_some() {
+        if conf.kratos_base.is_some() {
             return IS_DUPLICATE;
         }
         let value = &args(cf)[0];
@@ -259,7 +316,7 @@ extern "C" fn set_kratos_url(
             return invalid_value(cf, cmd, value, "the URL is not valid UTF-8");
         };
         match crate::kratos::whoami_url(text) {
-            Ok(whoami) => conf.kratos = Some(Arc::new(whoami)),
+            Ok(whoami) => conf.kratos_base = Some(Arc::new(whoami)),
             Err(why) => return invalid_value(cf, cmd, value, why),
         }
     }
@@ -282,6 +339,79 @@ extern "C" fn set_cookie(
             Ok(cookie) => conf.cookie = Some(Arc::new(cookie)),
             Err(why) => return invalid_value(cf, cmd, value, why),
         }
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_aal(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.aal != NGX_CONF_UNSET_UINT {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        conf.aal = match value.as_bytes() {
+            b"aal1" => 1,
+            b"aal2" => 2,
+            _ => return invalid_value(cf, cmd, value, "it must be \"aal1\" or \"aal2\""),
+        };
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_tokenize_as(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.tokenize_as.is_some() {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        // Kratos template ids are plain identifiers; anything else would only earn a 400.
+        let valid = !value.is_empty()
+            && value
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+        if !valid {
+            return invalid_value(
+                cf,
+                cmd,
+                value,
+                "a template id has only letters, digits, \"-\", \"_\" and \".\"",
+            );
+        }
+        conf.tokenize_as = Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_hide_credentials(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        if conf.hide_credentials != NGX_CONF_UNSET as ngx_flag_t {
+            return IS_DUPLICATE;
+        }
+        let value = &args(cf)[0];
+        conf.hide_credentials = match value.as_bytes() {
+            v if v.eq_ignore_ascii_case(b"on") => 1,
+            v if v.eq_ignore_ascii_case(b"off") => 0,
+            _ => return invalid_value(cf, cmd, value, "it must be \"on\" or \"off\""),
+        };
     }
     NGX_CONF_OK
 }
@@ -400,7 +530,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 9] = [
+pub static mut COMMANDS: [ngx_command_t; 14] = [
     command(
         ngx_string!("ory_session"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -449,5 +579,43 @@ pub static mut COMMANDS: [ngx_command_t; 9] = [
         set_max_pending,
         NGX_HTTP_MAIN_CONF_OFFSET,
     ),
+    command(
+        ngx_string!("ory_session_aal"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_aal,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_tokenize_as"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_tokenize_as,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("ory_session_hide_credentials"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_hide_credentials,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    complex_value_command(
+        ngx_string!("ory_session_login_url"),
+        offset_of!(LocConf, login_url),
+    ),
+    complex_value_command(
+        ngx_string!("ory_session_return_to"),
+        offset_of!(LocConf, return_to),
+    ),
     ngx_command_t::empty(),
 ];
+
+/// A directive whose one argument may hold variables, parsed by nginx's own slot setter.
+const fn complex_value_command(name: ngx_str_t, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_http_set_complex_value_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}

@@ -260,6 +260,26 @@ fn find_cookie<'a>(header: &'a [u8], want: &CookieMatch) -> Option<(&'a [u8], &'
     })
 }
 
+/// A Cookie header without the session cookie, for `ory_session_hide_credentials`: every
+/// pair whose name matches is dropped, the other cookies stay as they were. `None` when
+/// nothing matched (the header is left alone).
+pub fn without_session_cookie(header: &[u8], want: &CookieMatch) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut dropped = false;
+    for pair in header.split(|&b| b == b';') {
+        let name = pair
+            .iter()
+            .position(|&b| b == b'=')
+            .map(|eq| trim_ows(&pair[..eq]));
+        if name.is_some_and(|name| want.matches(name)) {
+            dropped = true;
+        } else if !trim_ows(pair).is_empty() {
+            kept.push(trim_ows(pair));
+        }
+    }
+    dropped.then(|| kept.join(&b"; "[..]))
+}
+
 /// RFC 6265 allows a cookie value in double quotes; the quotes are not part of the value.
 fn unquote(value: &[u8]) -> &[u8] {
     match value {
@@ -785,5 +805,29 @@ mod tests {
             assert!(!text.contains("s3cr3t"), "{text}");
             assert!(text.contains("11"), "{text}");
         }
+    }
+
+    #[test]
+    fn hiding_the_session_cookie_keeps_the_others() {
+        let exact = CookieMatch::parse(b"ory_kratos_session").unwrap();
+        assert_eq!(
+            without_session_cookie(b"a=1; ory_kratos_session=x; b=2", &exact).as_deref(),
+            Some(&b"a=1; b=2"[..])
+        );
+        assert_eq!(
+            without_session_cookie(b"ory_kratos_session=x", &exact).as_deref(),
+            Some(&b""[..])
+        );
+        assert_eq!(
+            without_session_cookie(b"ory_kratos_session=x;ory_kratos_session=y;c=3", &exact)
+                .as_deref(),
+            Some(&b"c=3"[..])
+        );
+        assert_eq!(without_session_cookie(b"a=1; b=2", &exact), None);
+        let prefix = CookieMatch::parse(b"ory_session_*").unwrap();
+        assert_eq!(
+            without_session_cookie(b"ory_session_abc=x; theme=dark", &prefix).as_deref(),
+            Some(&b"theme=dark"[..])
+        );
     }
 }

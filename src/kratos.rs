@@ -43,6 +43,10 @@ pub struct Session {
     /// Top-level traits as text, sorted by name: strings as is, numbers and booleans as
     /// text, null as "", objects and arrays as compact JSON.
     pub traits: Box<[(Box<str>, Box<str>)]>,
+    /// The session as a JWT (`tokenize_as`), when asked for.
+    pub tokenized: Option<Box<str>>,
+    /// The JWT's `exp` in unix milliseconds: a cached session never outlives its token.
+    pub tokenized_exp_ms: Option<u64>,
 }
 
 impl Session {
@@ -77,6 +81,8 @@ impl Session {
 
 /// Kratos' verdict on a credential.
 #[derive(Clone, PartialEq, Eq)]
+// One Answer is moved once per whoami call: boxing the session would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Answer {
     Active {
         session: Session,
@@ -160,6 +166,7 @@ struct WireSession {
     authenticated_at: Option<String>,
     authenticator_assurance_level: Option<String>,
     identity: Option<WireIdentity>,
+    tokenized: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +176,19 @@ struct WireIdentity {
     state: Option<String>,
     traits: Option<Value>,
     metadata_public: Option<Value>,
+}
+
+/// The `exp` claim of a JWT, read without checking the signature: it only bounds how long
+/// the token is handed to the upstream from cache, the upstream verifies the token itself.
+fn jwt_exp_ms(jwt: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    (exp.is_finite() && exp > 0.0).then_some((exp * 1000.0) as u64)
 }
 
 /// Turns Kratos' response into an answer. Pure, so every status and body shape is tested
@@ -256,6 +276,8 @@ pub fn decode_response(
             traits_json,
             metadata_public_json,
             traits: traits.into_boxed_slice(),
+            tokenized_exp_ms: wire.tokenized.as_deref().and_then(jwt_exp_ms),
+            tokenized: wire.tokenized.as_deref().map(header_safe),
         },
         cache_for_ms: cache_for.and_then(parse_cache_for),
         set_cookie,
@@ -1342,5 +1364,33 @@ pub(crate) mod tests {
             assert!(matches!(err, KratosError::Unreachable(_)));
             assert!(!err.to_string().contains("bad"));
         }
+    }
+
+    #[test]
+    fn the_jwt_and_its_expiry_are_kept() {
+        use base64::Engine;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"x","exp":4102444800}"#);
+        let jwt = format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln");
+        let body = FULL_BODY.replacen("{", &format!("{{\"tokenized\":\"{jwt}\","), 1);
+        let Ok(Answer::Active { session, .. }) = decode_response(
+            200,
+            Some("application/json"),
+            None,
+            vec![],
+            body.as_bytes(),
+            NOW,
+        ) else {
+            panic!("decodes");
+        };
+        assert_eq!(session.tokenized.as_deref(), Some(jwt.as_str()));
+        assert_eq!(session.tokenized_exp_ms, Some(4_102_444_800_000));
+    }
+
+    #[test]
+    fn a_jwt_without_a_readable_exp_has_no_expiry() {
+        assert_eq!(jwt_exp_ms("not-a-jwt"), None);
+        assert_eq!(jwt_exp_ms("a.!!!.c"), None);
+        assert_eq!(jwt_exp_ms("a.e30.c"), None); // {}
     }
 }

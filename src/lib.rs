@@ -5,6 +5,7 @@
 //! The glue refers to symbols that exist only inside an nginx binary, so it is left out of
 //! the unit-test build.
 
+pub mod browser;
 pub mod cache;
 pub mod credential;
 pub mod decision;
@@ -16,6 +17,8 @@ mod access;
 mod bridge;
 #[cfg(not(test))]
 mod conf;
+#[cfg(not(test))]
+mod headers;
 #[cfg(not(test))]
 mod module;
 #[cfg(not(test))]

@@ -18,7 +18,7 @@ use crate::kratos::Session;
 type Field = fn(&Session) -> &str;
 
 /// Variables taken straight from the session.
-const SESSION_FIELDS: [(&str, Field); 9] = [
+const SESSION_FIELDS: [(&str, Field); 10] = [
     ("ory_user_id", |s| &s.user_id),
     ("ory_session_id", |s| &s.id),
     ("ory_session_aal", |s| &s.aal),
@@ -28,6 +28,7 @@ const SESSION_FIELDS: [(&str, Field); 9] = [
     ("ory_identity_state", |s| &s.identity_state),
     ("ory_identity_traits", |s| &s.traits_json),
     ("ory_identity_metadata_public", |s| &s.metadata_public_json),
+    ("ory_session_jwt", |s| s.tokenized.as_deref().unwrap_or("")),
 ];
 
 const TRAIT_PREFIX: &str = "ory_trait_";
