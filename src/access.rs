@@ -19,8 +19,8 @@ use ngx::ffi::{
     ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_http_complex_value,
     ngx_http_complex_value_t, ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add,
     ngx_pool_cleanup_t, ngx_post_event, ngx_posted_events, ngx_str_t, ngx_timeofday, NGX_AGAIN,
-    NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SEE_OTHER, NGX_LOG_ERR, NGX_LOG_INFO,
-    NGX_OK,
+    NGX_DECLINED, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SEE_OTHER,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_mask, ngx_log_error};
@@ -31,8 +31,9 @@ use crate::conf::LocConf;
 use crate::credential::{self, CredentialKind, OwnedCredential};
 use crate::decision::{self, Outcome};
 use crate::kratos::{Answer, Session};
+use crate::metrics::Decision;
 use crate::HttpOrySessionModule;
-use crate::{browser, headers};
+use crate::{browser, headers, status};
 
 type WaiterId = u64;
 
@@ -60,6 +61,7 @@ impl CacheStatus {
     }
 }
 
+#[derive(Clone, Copy)]
 enum State {
     Pending { call: CallId, waiter: WaiterId },
     Done(Outcome),
@@ -81,6 +83,10 @@ pub struct RequestCtx {
     redirect_browser_to: Option<Rc<str>>,
     /// Credentials hidden and cookies added: done once, even if the phases run again.
     applied: bool,
+    /// The decision was counted in the shared metrics.
+    counted: bool,
+    /// How long the whoami call took, for `$ory_session_kratos_time`; none on a cache hit.
+    pub kratos_ms: Option<u64>,
     /// Bounds the wait for Kratos. Not cancelable: a worker shutting down gracefully waits
     /// for parked requests instead of dropping them.
     timer: ngx_event_t,
@@ -113,6 +119,7 @@ struct Call {
     key: CacheKey,
     waiters: Vec<WaiterId>,
     abort: tokio::task::AbortHandle,
+    started_ms: u64,
 }
 
 /// Worker-local state: the cache, the calls in flight and the parked requests.
@@ -126,6 +133,8 @@ struct Worker {
     next_id: u64,
     max_pending: usize,
     last_shed_log_ms: u64,
+    reported_len: usize,
+    reported_evictions: u64,
 }
 
 impl Worker {
@@ -146,7 +155,22 @@ impl Worker {
             let key = call.key;
             self.calls.remove(&call_id);
             self.by_key.remove(&key);
+            if let Some(m) = status::metrics() {
+                m.call_ended(None);
+            }
         }
+    }
+
+    /// Reports this worker's cache size and evictions to the shared counters as changes.
+    fn report_cache(&mut self) {
+        let (len, evictions) = (self.cache.len(), self.cache.evictions());
+        if let Some(m) = status::metrics() {
+            m.cache_changed(
+                len as i64 - self.reported_len as i64,
+                evictions - self.reported_evictions,
+            );
+        }
+        (self.reported_len, self.reported_evictions) = (len, evictions);
     }
 }
 
@@ -166,12 +190,20 @@ pub fn init_worker(cache_size: usize, max_pending: usize) {
         next_id: 0,
         max_pending,
         last_shed_log_ms: 0,
+        reported_len: 0,
+        reported_evictions: 0,
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
 }
 
 pub fn shutdown_worker() {
-    WORKER.with(|w| w.borrow_mut().take());
+    WORKER.with(|w| {
+        if let Some(mut w) = w.borrow_mut().take() {
+            // This worker's entries leave the shared count with it.
+            w.cache = SessionCache::new(0);
+            w.report_cache();
+        }
+    });
 }
 
 fn now_ms() -> u64 {
@@ -272,10 +304,16 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
             ),
         );
-        match w
+        let lookup = w
             .cache
-            .lookup(key, now_ms(), lcf.cache_ttl as u64, lcf.negative_ttl as u64)
-        {
+            .lookup(key, now_ms(), lcf.cache_ttl as u64, lcf.negative_ttl as u64);
+        w.report_cache();
+        if let Some(m) = status::metrics() {
+            if cache_status != CacheStatus::Bypass {
+                m.cache_lookup(matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit));
+            }
+        }
+        match lookup {
             Lookup::Hit(session) => {
                 return match attach_ctx(r, State::Done(Outcome::Allowed), CacheStatus::Hit) {
                     Some(ctx) => {
@@ -331,8 +369,12 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                         key,
                         waiters: Vec::new(),
                         abort,
+                        started_ms: now_ms(),
                     },
                 );
+                if let Some(m) = status::metrics() {
+                    m.call_started();
+                }
                 w.by_key.insert(key, id);
                 debug(r, format_args!("ory_session: whoami call #{id} started"));
                 id
@@ -381,9 +423,32 @@ enum Step {
     Decided(*mut RequestCtx),
 }
 
+/// Applies the decision and counts it, once per request.
+unsafe fn finish(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> ngx_int_t {
+    let rc = apply(r, lcf, ctx);
+    if !ctx.counted && rc != NGX_AGAIN as ngx_int_t {
+        ctx.counted = true;
+        if let Some(m) = status::metrics() {
+            m.decision(match (rc, ctx.state) {
+                (rc, _) if rc == NGX_HTTP_SEE_OTHER as ngx_int_t => Decision::Redirect,
+                (rc, _) if rc == NGX_OK as ngx_int_t => Decision::Outcome(Outcome::Allowed),
+                (rc, _) if rc == NGX_HTTP_FORBIDDEN as ngx_int_t => {
+                    Decision::Outcome(Outcome::Forbidden)
+                }
+                (rc, _) if rc == NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t => {
+                    Decision::Outcome(Outcome::Internal)
+                }
+                (_, State::Done(outcome)) => Decision::Outcome(outcome),
+                (_, State::Pending { .. }) => Decision::Outcome(Outcome::Internal),
+            });
+        }
+    }
+    rc
+}
+
 /// Applies a recorded decision with the rules of the current location: the required AAL,
 /// login redirects for browsers, hidden credentials and cookies from Kratos.
-unsafe fn finish(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> ngx_int_t {
+unsafe fn apply(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> ngx_int_t {
     let State::Done(outcome) = ctx.state else {
         return NGX_AGAIN as ngx_int_t;
     };
@@ -584,6 +649,8 @@ unsafe fn attach_ctx(
             set_cookie: None,
             redirect_browser_to: None,
             applied: false,
+            counted: false,
+            kratos_ms: None,
             timer: mem::zeroed(),
         },
     );
@@ -639,11 +706,14 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
         let State::Pending { call, waiter } = ctx.state else {
             return;
         };
-        WORKER.with(|w| {
-            if let Some(w) = w.borrow_mut().as_mut() {
-                w.detach(call, waiter);
-            }
+        let started = WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let w = w.as_mut()?;
+            let started = w.calls.get(&call).map(|c| c.started_ms);
+            w.detach(call, waiter);
+            started
         });
+        ctx.kratos_ms = started.map(|t| now_ms().saturating_sub(t));
         ctx.state = State::Done(Outcome::Timeout);
         log(
             ctx.request,
@@ -667,6 +737,10 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
         w.by_key.remove(&call.key);
 
         let now = now_ms();
+        let kratos_ms = now.saturating_sub(call.started_ms);
+        if let Some(m) = status::metrics() {
+            m.call_ended(Some(kratos_ms));
+        }
         let mut set_cookie: Option<Rc<[String]>> = None;
         let mut redirect_browser_to: Option<Rc<str>> = None;
         let session = match result {
@@ -699,6 +773,7 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
             }
             Err(_) => None,
         };
+        w.report_cache();
         debug_assert!(decision::is_cacheable(outcome) || session.is_none());
 
         for waiter in call.waiters {
@@ -715,6 +790,7 @@ pub fn on_whoami_done(id: CallId, result: WhoamiResult) {
                 ctx.state = State::Done(outcome);
                 ctx.session = session.clone();
                 ctx.set_cookie = set_cookie.clone();
+                ctx.kratos_ms = Some(kratos_ms);
                 ctx.redirect_browser_to = redirect_browser_to.clone();
                 if ctx.timer.timer_set() != 0 {
                     ngx_del_timer(&mut ctx.timer);

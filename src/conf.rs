@@ -12,7 +12,7 @@ use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t,
     ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_parse_time, ngx_str_t, ngx_uint_t,
-    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG,
 };
@@ -530,7 +530,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 14] = [
+pub static mut COMMANDS: [ngx_command_t; 15] = [
     command(
         ngx_string!("ory_session"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -604,6 +604,12 @@ pub static mut COMMANDS: [ngx_command_t; 14] = [
     complex_value_command(
         ngx_string!("ory_session_return_to"),
         offset_of!(LocConf, return_to),
+    ),
+    command(
+        ngx_string!("ory_session_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        crate::status::set_status,
+        NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),
 ];

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod credential;
 pub mod decision;
 pub mod kratos;
+pub mod metrics;
 
 #[cfg(not(test))]
 mod access;
@@ -21,6 +22,8 @@ mod conf;
 mod headers;
 #[cfg(not(test))]
 mod module;
+#[cfg(not(test))]
+mod status;
 #[cfg(not(test))]
 mod variables;
 

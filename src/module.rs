@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use crate::{access, bridge, conf, variables};
+use crate::{access, bridge, conf, status, variables};
 
 pub struct HttpOrySessionModule;
 
@@ -38,7 +38,10 @@ impl HttpModule for HttpOrySessionModule {
             return NGX_ERROR as ngx_int_t;
         }
         *h = Some(access::access_handler);
-        NGX_OK as ngx_int_t
+        match status::add_zone(cf) {
+            Ok(()) => NGX_OK as ngx_int_t,
+            Err(()) => NGX_ERROR as ngx_int_t,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t, ngx_int_t,
-    ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
+    ngx_pnalloc, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
     NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 
@@ -43,6 +43,7 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
     }
     add(cf, TRAIT_PREFIX, session_trait, 0, NGX_HTTP_VAR_PREFIX)?;
     add(cf, "ory_session_cache_status", cache_status, 0, 0)?;
+    add(cf, "ory_session_kratos_time", kratos_time, 0, 0)?;
     Ok(())
 }
 
@@ -152,5 +153,29 @@ unsafe extern "C" fn cache_status(
     guarded(|| {
         let status = access::find_ctx((*r).main).map_or("", |ctx| ctx.cache_status.as_str());
         set(v, status)
+    })
+}
+
+/// `$ory_session_kratos_time`: seconds with millisecond resolution, like
+/// `$upstream_response_time`; empty when no whoami call was made for the request.
+unsafe extern "C" fn kratos_time(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guarded(|| {
+        let Some(ms) = access::find_ctx((*r).main).and_then(|ctx| ctx.kratos_ms) else {
+            return set(v, "");
+        };
+        let text = format!("{}.{:03}", ms / 1000, ms % 1000);
+        let data = ngx_pnalloc((*r).pool, text.len()).cast::<u8>();
+        if data.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        core::ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
+        set(
+            v,
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(data, text.len())),
+        )
     })
 }
