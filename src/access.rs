@@ -22,6 +22,7 @@ use ngx::ffi::{
     NGX_DECLINED, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SEE_OTHER,
     NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
+use ngx::ffi::{ngx_http_block_reading, ngx_http_test_reading};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_mask, ngx_log_error};
 
@@ -135,6 +136,7 @@ struct Worker {
     last_shed_log_ms: u64,
     reported_len: usize,
     reported_evictions: u64,
+    call_timeout_ms: u64,
 }
 
 impl Worker {
@@ -179,7 +181,7 @@ thread_local! {
 }
 
 /// Sets up the worker's tables; called from `init_process` once the bridge runs.
-pub fn init_worker(cache_size: usize, max_pending: usize) {
+pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
     let worker = Worker {
         cache: SessionCache::new(cache_size),
         caching: cache_size > 0,
@@ -192,6 +194,7 @@ pub fn init_worker(cache_size: usize, max_pending: usize) {
         last_shed_log_ms: 0,
         reported_len: 0,
         reported_evictions: 0,
+        call_timeout_ms,
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
 }
@@ -289,6 +292,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
 
         let mut cache_status = CacheStatus::Miss;
+        // BYPASS says that sessions are not reused here; rejections follow their own TTL.
         if !w.caching || lcf.cache_ttl == 0 {
             cache_status = CacheStatus::Bypass;
         }
@@ -352,7 +356,9 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                 let id = w.next_id();
                 let params = CallParams {
                     url: whoami,
-                    timeout: Duration::from_millis(lcf.timeout as u64),
+                    // Requests with longer timeouts may join this call: it runs for the
+                    // longest one configured, and each request's timer ends its own wait.
+                    timeout: Duration::from_millis(w.call_timeout_ms),
                 };
                 let owned = OwnedCredential::from(&credential);
                 let Some(abort) = bridge::spawn_whoami(id, owned, params) else {
@@ -407,6 +413,9 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
         w.waiters.insert(waiter, ctx);
         (*ctx).kind = Some(credential.kind);
         arm_timer(ctx, lcf);
+        // Notice a client that goes away while parked (as upstream does), so its request is
+        // finalized at once and, if it was the last one waiting, the call is cancelled.
+        (*r).read_event_handler = Some(ngx_http_test_reading);
         Step::Return(NGX_AGAIN as ngx_int_t)
     });
     match step {
@@ -696,6 +705,7 @@ unsafe fn arm_timer(ctx: *mut RequestCtx, lcf: &LocConf) {
 
 /// Wakes a parked request up: its write event runs the phases again, from the event loop.
 unsafe fn resume(r: *mut ngx_http_request_t) {
+    (*r).read_event_handler = Some(ngx_http_block_reading);
     ngx_post_event((*(*r).connection).write, &raw mut ngx_posted_events);
 }
 

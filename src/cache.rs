@@ -141,6 +141,7 @@ impl<V: Clone> SessionCache<V> {
                 return Lookup::NegativeHit;
             }
             self.negative.pop(&key);
+            return Lookup::Expired;
         }
         Lookup::Miss
     }
@@ -353,8 +354,9 @@ mod tests {
             c.lookup(7, 1_000 + NEG_TTL - 1, TTL, NEG_TTL),
             Lookup::NegativeHit
         );
-        assert_eq!(c.lookup(7, 1_000 + NEG_TTL, TTL, NEG_TTL), Lookup::Miss);
+        assert_eq!(c.lookup(7, 1_000 + NEG_TTL, TTL, NEG_TTL), Lookup::Expired);
         assert_eq!(c.negative_len(), 0, "stale negative entries are removed");
+        assert_eq!(c.lookup(7, 1_000 + NEG_TTL, TTL, NEG_TTL), Lookup::Miss);
     }
 
     #[test]

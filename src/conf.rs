@@ -39,6 +39,8 @@ const DEFAULT_MAX_PENDING: ngx_uint_t = 1_024;
 pub struct MainConf {
     pub cache_size: ngx_uint_t,
     pub max_pending: ngx_uint_t,
+    /// The longest `ory_session_timeout` of any location: how long one shared call may run.
+    pub max_timeout: ngx_msec_t,
     /// Set when `ory_session on` appears anywhere: workers only start the Kratos client when
     /// some location can use it.
     pub enabled_somewhere: bool,
@@ -49,6 +51,7 @@ impl Default for MainConf {
         MainConf {
             cache_size: NGX_CONF_UNSET_UINT,
             max_pending: NGX_CONF_UNSET_UINT,
+            max_timeout: DEFAULT_TIMEOUT_MS,
             enabled_somewhere: false,
         }
     }
@@ -219,6 +222,9 @@ pub unsafe extern "C" fn merge_loc_conf(
         (None, Some(_)) => None,
     };
     merge_msec(&mut conf.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
+    if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+        main.max_timeout = main.max_timeout.max(conf.timeout);
+    }
     merge_msec(&mut conf.cache_ttl, prev.cache_ttl, DEFAULT_CACHE_TTL_MS);
     merge_msec(
         &mut conf.negative_ttl,

@@ -77,7 +77,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         );
         return NGX_OK as ngx_int_t;
     }
-    access::init_worker(mcf.cache_size, mcf.max_pending);
+    access::init_worker(mcf.cache_size, mcf.max_pending, mcf.max_timeout as u64);
     NGX_OK as ngx_int_t
 }
 
