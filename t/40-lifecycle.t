@@ -106,6 +106,19 @@ sub in_background ($requests) {
     };
 }
 
+subtest 'a request that joins a call keeps its own timeout' => sub {
+    # The call is started from /short/ (300 ms); a request to / (10 s) joins it and must
+    # get the answer, not the other location's 504.
+    my @users = slow_users(1, 700);
+    my $cookie = "ory_kratos_session=$users[0]{cookie}";
+    my $short = in_background([['/short/x', Cookie => $cookie]]);
+    sleep 0.1;
+    my $r = $t->get('/app', Cookie => $cookie);
+    is $r->{status}, 200, 'the joining request gets 200';
+    is $r->{json}{headers}{'x-user-id'}, $users[0]{id}, 'with its identity';
+    is $short->()->[0]{status}, 504, 'the short-timeout request got 504';
+};
+
 subtest 'a reload while requests are parked' => sub {
     my @users = slow_users(50, 1500);
     my $old_workers = join ',', $t->worker_pids;
