@@ -23,7 +23,9 @@ use ngx::ffi::{
     NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ffi::{ngx_http_block_reading, ngx_http_test_reading};
-use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, Request,
+};
 use ngx::{ngx_log_debug_mask, ngx_log_error};
 
 use crate::bridge::{self, CallId, CallParams, WhoamiResult};
@@ -523,7 +525,7 @@ unsafe fn redirect_or(
         }
     } else {
         match complex_value(r, lcf.login_url) {
-            Some(url) if !url.is_empty() => url,
+            Some(url) if !url.is_empty() => String::from_utf8_lossy(&url).into_owned(),
             _ => return rc_of(outcome),
         }
     };
@@ -542,7 +544,7 @@ unsafe fn redirect_or(
 unsafe fn complex_value(
     r: *mut ngx_http_request_t,
     cv: *mut ngx_http_complex_value_t,
-) -> Option<String> {
+) -> Option<Vec<u8>> {
     let mut value = ngx_str_t {
         len: 0,
         data: ptr::null_mut(),
@@ -550,23 +552,28 @@ unsafe fn complex_value(
     if ngx_http_complex_value(r, cv, &mut value) != NGX_OK as ngx_int_t {
         return None;
     }
-    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+    Some(value.as_bytes().to_vec())
 }
 
-/// The absolute URL the client asked for, to come back to after logging in.
-unsafe fn own_url(r: *mut ngx_http_request_t) -> String {
-    let scheme = if (*(*r).connection).ssl.is_null() {
-        "http"
+/// The absolute URL the client asked for, to come back to after logging in: the Host
+/// header as sent (port included) and the request URI as sent, bytes kept.
+unsafe fn own_url(r: *mut ngx_http_request_t) -> Vec<u8> {
+    let scheme: &[u8] = if (*(*r).connection).ssl.is_null() {
+        b"http"
     } else {
-        "https"
+        b"https"
     };
-    let host = (*r).headers_in.server.as_bytes();
-    let uri = (*r).unparsed_uri.as_bytes();
-    format!(
-        "{scheme}://{}{}",
-        String::from_utf8_lossy(host),
-        String::from_utf8_lossy(uri)
-    )
+    let host_header = (*r).headers_in.host;
+    let host = if !host_header.is_null() && !(*host_header).value.is_empty() {
+        (*host_header).value.as_bytes()
+    } else if !(*r).headers_in.server.is_empty() {
+        (*r).headers_in.server.as_bytes()
+    } else {
+        // HTTP/1.0 without Host: the server's own name is the best guess.
+        let cscf = NgxHttpCoreModule::server_conf(&*r);
+        cscf.map_or(&b"localhost"[..], |c| c.server_name.as_bytes())
+    };
+    [scheme, b"://", host, (*r).unparsed_uri.as_bytes()].concat()
 }
 
 /// A refusal decided without asking Kratos (no credential, or one that cannot be valid).

@@ -31,9 +31,9 @@ pub fn prefers_html(accept: &[u8]) -> bool {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, as a query value.
-pub fn percent_encode(value: &str) -> String {
+pub fn percent_encode(value: &[u8]) -> String {
     let mut out = String::with_capacity(value.len() * 3 / 2);
-    for b in value.bytes() {
+    for &b in value {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
@@ -45,7 +45,7 @@ pub fn percent_encode(value: &str) -> String {
 
 /// The `Location` of a login redirect: `login_url` with `aal=` (for a step-up) and
 /// `return_to=` added as query parameters, unless the URL already has them.
-pub fn login_location(login_url: &str, return_to: &str, aal: Option<&str>) -> String {
+pub fn login_location(login_url: &str, return_to: &[u8], aal: Option<&str>) -> String {
     let (base, fragment) = match login_url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (login_url, None),
@@ -53,7 +53,7 @@ pub fn login_location(login_url: &str, return_to: &str, aal: Option<&str>) -> St
     let query = base.split_once('?').map_or("", |(_, q)| q);
     let has = |name: &str| query.split('&').any(|p| p.split('=').next() == Some(name));
     let mut out = base.to_owned();
-    let mut add = |name: &str, value: &str| {
+    let mut add = |name: &str, value: &[u8]| {
         let separator = if !out.contains('?') {
             "?"
         } else if out.ends_with('?') || out.ends_with('&') {
@@ -68,7 +68,7 @@ pub fn login_location(login_url: &str, return_to: &str, aal: Option<&str>) -> St
     };
     if let Some(aal) = aal {
         if !has("aal") {
-            add("aal", aal);
+            add("aal", aal.as_bytes());
         }
     }
     if !has("return_to") && !return_to.is_empty() {
@@ -118,15 +118,15 @@ mod tests {
     #[test]
     fn return_to_is_appended_and_encoded() {
         assert_eq!(
-            login_location("https://auth.example.com/login", "https://app.example.com/a b?x=1&y=é", None),
+            login_location("https://auth.example.com/login", "https://app.example.com/a b?x=1&y=é".as_bytes(), None),
             "https://auth.example.com/login?return_to=https%3A%2F%2Fapp.example.com%2Fa%20b%3Fx%3D1%26y%3D%C3%A9"
         );
         assert_eq!(
-            login_location("https://auth/login?flow=1", "http://app/", None),
+            login_location("https://auth/login?flow=1", "http://app/".as_bytes(), None),
             "https://auth/login?flow=1&return_to=http%3A%2F%2Fapp%2F"
         );
         assert_eq!(
-            login_location("https://auth/login?", "http://a/", None),
+            login_location("https://auth/login?", "http://a/".as_bytes(), None),
             "https://auth/login?return_to=http%3A%2F%2Fa%2F"
         );
     }
@@ -134,17 +134,25 @@ mod tests {
     #[test]
     fn an_existing_return_to_is_kept() {
         let url = "https://auth/login?return_to=https%3A%2F%2Fapp%2Fhome";
-        assert_eq!(login_location(url, "http://other/", None), url);
+        assert_eq!(login_location(url, "http://other/".as_bytes(), None), url);
     }
 
     #[test]
     fn step_up_adds_aal_before_return_to() {
         assert_eq!(
-            login_location("https://auth/login", "http://app/x", Some("aal2")),
+            login_location(
+                "https://auth/login",
+                "http://app/x".as_bytes(),
+                Some("aal2")
+            ),
             "https://auth/login?aal=aal2&return_to=http%3A%2F%2Fapp%2Fx"
         );
         assert_eq!(
-            login_location("https://auth/login?aal=aal2", "http://app/", Some("aal2")),
+            login_location(
+                "https://auth/login?aal=aal2",
+                "http://app/".as_bytes(),
+                Some("aal2")
+            ),
             "https://auth/login?aal=aal2&return_to=http%3A%2F%2Fapp%2F"
         );
     }
@@ -152,8 +160,16 @@ mod tests {
     #[test]
     fn a_fragment_stays_last() {
         assert_eq!(
-            login_location("https://auth/#/login", "http://a/", None),
+            login_location("https://auth/#/login", "http://a/".as_bytes(), None),
             "https://auth/?return_to=http%3A%2F%2Fa%2F#/login"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept_as_sent() {
+        assert_eq!(
+            login_location("https://auth/", b"http://a/caf\xe9", None),
+            "https://auth/?return_to=http%3A%2F%2Fa%2Fcaf%E9"
         );
     }
 

@@ -11,6 +11,8 @@ pub mod credential;
 pub mod decision;
 pub mod kratos;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 
 #[cfg(not(test))]
 mod access;
