@@ -275,6 +275,24 @@ unsafe fn invalid_value(
 
 const IS_DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
 
+/// Shared by the on/off directives.
+unsafe fn set_flag(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut ngx_flag_t,
+) -> *mut c_char {
+    if *field != NGX_CONF_UNSET as ngx_flag_t {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    *field = match value.as_bytes() {
+        v if v.eq_ignore_ascii_case(b"on") => 1,
+        v if v.eq_ignore_ascii_case(b"off") => 0,
+        _ => return invalid_value(cf, cmd, value, "it must be \"on\" or \"off\""),
+    };
+    NGX_CONF_OK
+}
+
 extern "C" fn set_enable(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
@@ -283,15 +301,10 @@ extern "C" fn set_enable(
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
     unsafe {
         let conf = &mut *conf.cast::<LocConf>();
-        if conf.enable != NGX_CONF_UNSET as ngx_flag_t {
-            return IS_DUPLICATE;
+        let rv = set_flag(cf, cmd, &mut conf.enable);
+        if rv != NGX_CONF_OK {
+            return rv;
         }
-        let value = &args(cf)[0];
-        conf.enable = match value.as_bytes() {
-            v if v.eq_ignore_ascii_case(b"on") => 1,
-            v if v.eq_ignore_ascii_case(b"off") => 0,
-            _ => return invalid_value(cf, cmd, value, "it must be \"on\" or \"off\""),
-        };
         let file = &(*(*cf).conf_file).file;
         conf.enable_source = Source {
             file: String::from_utf8_lossy(file.name.as_bytes()).into_owned(),
@@ -407,19 +420,7 @@ extern "C" fn set_hide_credentials(
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
-    unsafe {
-        let conf = &mut *conf.cast::<LocConf>();
-        if conf.hide_credentials != NGX_CONF_UNSET as ngx_flag_t {
-            return IS_DUPLICATE;
-        }
-        let value = &args(cf)[0];
-        conf.hide_credentials = match value.as_bytes() {
-            v if v.eq_ignore_ascii_case(b"on") => 1,
-            v if v.eq_ignore_ascii_case(b"off") => 0,
-            _ => return invalid_value(cf, cmd, value, "it must be \"on\" or \"off\""),
-        };
-    }
-    NGX_CONF_OK
+    unsafe { set_flag(cf, cmd, &mut (*conf.cast::<LocConf>()).hide_credentials) }
 }
 
 /// Parses an nginx time ("5s", "500ms", "1m") into milliseconds.
