@@ -144,10 +144,10 @@ impl fmt::Display for KratosError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KratosError::Unreachable(why) => write!(f, "Kratos is unreachable ({why})"),
-            KratosError::Timeout => f.write_str("Kratos did not answer in time"),
+            KratosError::Timeout => f.write_str("Kratos did not answer within ory_session_timeout"),
             KratosError::RateLimited => f.write_str("Kratos rate-limited the request (429)"),
             KratosError::Status(status) => write!(f, "Kratos answered {status}"),
-            KratosError::Malformed(why) => write!(f, "Kratos answered with malformed JSON: {why}"),
+            KratosError::Malformed(why) => write!(f, "Kratos sent a malformed answer: {why}"),
             KratosError::TooLarge => write!(
                 f,
                 "Kratos response body is larger than {MAX_BODY_LEN} bytes"
@@ -971,11 +971,11 @@ pub(crate) mod tests {
         );
         assert_eq!(
             KratosError::Timeout.to_string(),
-            "Kratos did not answer in time"
+            "Kratos did not answer within ory_session_timeout"
         );
         assert_eq!(
             KratosError::Malformed("syntax error at line 1 column 1".into()).to_string(),
-            "Kratos answered with malformed JSON: syntax error at line 1 column 1"
+            "Kratos sent a malformed answer: syntax error at line 1 column 1"
         );
         assert_eq!(
             KratosError::TooLarge.to_string(),

@@ -249,7 +249,18 @@ EOF
 }
 
 sub _nginx ($self, @args) {
-    return _run($self->nginx_binary, '-p', "$self->{prefix}/", '-c', 'conf/nginx.conf', @args);
+    my @valgrind = grep({ $_ eq '-t' || $_ eq '-s' } @args) ? () : $self->_valgrind;
+    return _run(@valgrind, $self->nginx_binary, '-p', "$self->{prefix}/", '-c', 'conf/nginx.conf', @args);
+}
+
+# TEST_NGINX_VALGRIND: run nginx (not `nginx -t` or `-s`) under valgrind, every process of it.
+# 1 for memcheck with logs in logs/valgrind.PID.log, or the whole command prefix to use
+# (scripts/memcheck sets one).
+sub _valgrind ($self) {
+    my $v = $ENV{TEST_NGINX_VALGRIND} or return ();
+    return split ' ', $v unless $v eq '1';
+    return ('valgrind', '--tool=memcheck', '--leak-check=full', '--errors-for-leak-kinds=definite',
+        "--log-file=$self->{prefix}/logs/valgrind.%p.log");
 }
 
 # Runs a command to completion; returns (exit code, stdout and stderr together). Output goes
@@ -316,7 +327,9 @@ sub worker_pids ($self) {
         next unless $ppid == $master;
         my $cmdline = _slurp("$dir/cmdline");
         my $pid = $dir =~ s{^/proc/}{}r;
-        push @pids, $pid if $cmdline =~ /worker process/ && $cmdline !~ /shutting down/ && !$self->{old}{$pid};
+        # Under valgrind the process title cannot be read: every child of the master is a worker.
+        my $worker = $ENV{TEST_NGINX_VALGRIND} || $cmdline =~ /worker process/ && $cmdline !~ /shutting down/;
+        push @pids, $pid if $worker && !$self->{old}{$pid};
     }
     return @pids;
 }
