@@ -19,5 +19,14 @@ fn main() {
             }
         }
     }
+    // nginx 1.23.0 linked repeated request headers through `ngx_table_elt_t.next` and
+    // replaced the `cookies` and `x_forwarded_for` arrays of `headers_in` with such chains.
     println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    println!("cargo::rustc-check-cfg=cfg(ngx_header_chains)");
+    let version = env::var("DEP_NGINX_VERSION_NUMBER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if version.is_none_or(|v| v >= 1_023_000) {
+        println!("cargo::rustc-cfg=ngx_header_chains");
+    }
 }

@@ -46,6 +46,7 @@ pub unsafe fn add_header_out(
             },
             value,
             lowcase_key: ptr::null_mut(),
+            #[cfg(ngx_header_chains)]
             next: ptr::null_mut(),
         },
     );
@@ -128,7 +129,10 @@ unsafe fn remove_header_in(r: *mut ngx_http_request_t, target: *mut ngx_table_el
                     p
                 }
             };
+            #[cfg(ngx_header_chains)]
             let successor = shifted((*target).next);
+            #[cfg(not(ngx_header_chains))]
+            let successor = ptr::null_mut();
             let fix = |p: *mut ngx_table_elt_t| if p == target { successor } else { shifted(p) };
 
             // Pointers held in headers_in after the list itself. Its other fields are
@@ -141,16 +145,26 @@ unsafe fn remove_header_in(r: *mut ngx_http_request_t, target: *mut ngx_table_el
                 let word = base.add(off).cast::<*mut ngx_table_elt_t>();
                 let p = *word;
                 let inside = p >= elts && p < elts.add(n);
-                if inside && (p as usize - elts as usize) % size_of::<ngx_table_elt_t>() == 0 {
+                if inside
+                    && (p as usize - elts as usize).is_multiple_of(size_of::<ngx_table_elt_t>())
+                {
                     *word = fix(p);
                 }
                 off += size_of::<usize>();
             }
             // Chains of repeated headers (`next`), in every part.
+            #[cfg(ngx_header_chains)]
             for h in headers_in(r) {
                 if h != target {
                     (*h).next = fix((*h).next);
                 }
+            }
+            // Before nginx 1.23, arrays of pointers to repeated headers.
+            #[cfg(not(ngx_header_chains))]
+            {
+                fix_header_array(&raw mut (*hin).cookies, target, &fix);
+                #[cfg(ngx_feature = "http_x_forwarded_for")]
+                fix_header_array(&raw mut (*hin).x_forwarded_for, target, &fix);
             }
             ptr::copy(elts.add(idx + 1), elts.add(idx), n - idx - 1);
             (*part).nelts = n - 1;
@@ -158,4 +172,26 @@ unsafe fn remove_header_in(r: *mut ngx_http_request_t, target: *mut ngx_table_el
         }
         part = (*part).next;
     }
+}
+
+/// Before nginx 1.23: drops `target` from an array of header pointers and adjusts the others.
+#[cfg(not(ngx_header_chains))]
+unsafe fn fix_header_array(
+    a: *mut ngx::ffi::ngx_array_t,
+    target: *mut ngx_table_elt_t,
+    fix: &dyn Fn(*mut ngx_table_elt_t) -> *mut ngx_table_elt_t,
+) {
+    if (*a).elts.is_null() {
+        return;
+    }
+    let elts = (*a).elts.cast::<*mut ngx_table_elt_t>();
+    let mut kept = 0;
+    for i in 0..(*a).nelts {
+        let p = *elts.add(i);
+        if p != target {
+            *elts.add(kept) = fix(p);
+            kept += 1;
+        }
+    }
+    (*a).nelts = kept;
 }
