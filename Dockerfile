@@ -6,7 +6,7 @@
 #
 # Settings are read when the container starts: /etc/nginx/templates/default.conf.template
 # becomes /etc/nginx/conf.d/default.conf with the environment variables below filled in.
-# docs/install.md has the details; scripts/image builds this with Podman.
+# The README's "Installing" section has the details; scripts/image builds this with Podman.
 
 # Any base with Debian's apt: nginx:1.28.3 (which has nginx) or debian:bookworm-slim (which
 # gets Debian's nginx package). Both stages derive from it.
