@@ -270,7 +270,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         Err(err) => return refuse_locally(r, lcf, CacheStatus::None, &err.to_string()),
     };
-    let Some(whoami) = lcf.kratos.clone() else {
+    let Some(whoami) = lcf.kratos.as_ref() else {
         // merge_loc_conf refuses `ory_session on` without a URL
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
@@ -357,7 +357,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
                 let id = w.next_id();
                 let params = CallParams {
-                    url: whoami,
+                    url: whoami.clone(),
                     // Requests with longer timeouts may join this call: it runs for the
                     // longest one configured, and each request's timer ends its own wait.
                     timeout: Duration::from_millis(w.call_timeout_ms),

@@ -319,6 +319,27 @@ extern "C" fn set_enable(
     NGX_CONF_OK
 }
 
+/// Shared by the directives parsed into an `Option`: refuses a second occurrence, and
+/// reports a value `parse` rejects with its reason.
+unsafe fn set_once<T>(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut Option<T>,
+    parse: impl FnOnce(&[u8]) -> Result<T, &'static str>,
+) -> *mut c_char {
+    if field.is_some() {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    match parse(value.as_bytes()) {
+        Ok(parsed) => {
+            *field = Some(parsed);
+            NGX_CONF_OK
+        }
+        Err(why) => invalid_value(cf, cmd, value, why),
+    }
+}
+
 extern "C" fn set_kratos_url(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
@@ -326,20 +347,16 @@ extern "C" fn set_kratos_url(
 ) -> *mut c_char {
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
     unsafe {
-        let conf = &mut *conf.cast::<LocConf>();
-        if conf.kratos_base.is_some() {
-            return IS_DUPLICATE;
-        }
-        let value = &args(cf)[0];
-        let Ok(text) = value.to_str() else {
-            return invalid_value(cf, cmd, value, "the URL is not valid UTF-8");
-        };
-        match crate::kratos::whoami_url(text) {
-            Ok(whoami) => conf.kratos_base = Some(Arc::new(whoami)),
-            Err(why) => return invalid_value(cf, cmd, value, why),
-        }
+        set_once(
+            cf,
+            cmd,
+            &mut (*conf.cast::<LocConf>()).kratos_base,
+            |value| {
+                let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
+                crate::kratos::whoami_url(text).map(Arc::new)
+            },
+        )
     }
-    NGX_CONF_OK
 }
 
 extern "C" fn set_cookie(
@@ -349,17 +366,10 @@ extern "C" fn set_cookie(
 ) -> *mut c_char {
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
     unsafe {
-        let conf = &mut *conf.cast::<LocConf>();
-        if conf.cookie.is_some() {
-            return IS_DUPLICATE;
-        }
-        let value = &args(cf)[0];
-        match CookieMatch::parse(value.as_bytes()) {
-            Ok(cookie) => conf.cookie = Some(Arc::new(cookie)),
-            Err(why) => return invalid_value(cf, cmd, value, why),
-        }
+        set_once(cf, cmd, &mut (*conf.cast::<LocConf>()).cookie, |value| {
+            CookieMatch::parse(value).map(Arc::new)
+        })
     }
-    NGX_CONF_OK
 }
 
 extern "C" fn set_aal(
@@ -390,28 +400,23 @@ extern "C" fn set_tokenize_as(
 ) -> *mut c_char {
     // SAFETY: nginx passes the loc conf made by create_loc_conf and a valid cf.
     unsafe {
-        let conf = &mut *conf.cast::<LocConf>();
-        if conf.tokenize_as.is_some() {
-            return IS_DUPLICATE;
-        }
-        let value = &args(cf)[0];
-        // Kratos template ids are plain identifiers; anything else would only earn a 400.
-        let valid = !value.is_empty()
-            && value
-                .as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
-        if !valid {
-            return invalid_value(
-                cf,
-                cmd,
-                value,
-                "a template id has only letters, digits, \"-\", \"_\" and \".\"",
-            );
-        }
-        conf.tokenize_as = Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        set_once(
+            cf,
+            cmd,
+            &mut (*conf.cast::<LocConf>()).tokenize_as,
+            |value| {
+                // Kratos template ids are plain identifiers; anything else would only earn a 400.
+                let valid = !value.is_empty()
+                    && value
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+                if !valid {
+                    return Err("a template id has only letters, digits, \"-\", \"_\" and \".\"");
+                }
+                Ok(String::from_utf8_lossy(value).into_owned())
+            },
+        )
     }
-    NGX_CONF_OK
 }
 
 extern "C" fn set_hide_credentials(
