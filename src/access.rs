@@ -258,7 +258,8 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     let headers = request
         .headers_in_iterator()
         .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-    let credential = match credential::find_credential(headers, lcf.cookie()) {
+    // The bytes are checked on a cache miss only (see choose_credential).
+    let credential = match credential::choose_credential(headers, lcf.cookie()) {
         Ok(Some(credential)) => credential,
         Ok(None) => {
             return refuse_locally(
@@ -289,8 +290,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
             credential.kind,
             credential.cookie_name,
             credential.value,
-            whoami.as_str(),
-            b"",
+            lcf.kratos_scope,
         );
 
         let mut cache_status = CacheStatus::Miss;
@@ -314,9 +314,16 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
             .cache
             .lookup(key, now_ms(), lcf.cache_ttl as u64, lcf.negative_ttl as u64);
         w.report_cache();
+        let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
+        if !cached {
+            if let Err(err) = credential.check_bytes() {
+                // Never cached, so this is no cache miss either.
+                return Step::Invalid(err);
+            }
+        }
         if let Some(m) = status::metrics() {
             if cache_status != CacheStatus::Bypass {
-                m.cache_lookup(matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit));
+                m.cache_lookup(cached);
             }
         }
         match lookup {
@@ -422,6 +429,7 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
     });
     match step {
         Step::Return(rc) => rc,
+        Step::Invalid(err) => refuse_locally(r, lcf, CacheStatus::None, &err.to_string()),
         // SAFETY: the context was just made in this request's pool.
         Step::Decided(ctx) => finish(r, lcf, &mut *ctx),
     }
@@ -431,6 +439,8 @@ unsafe fn check(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// tables are released, since applying it calls back into nginx.
 enum Step {
     Return(ngx_int_t),
+    /// The credential holds bytes Kratos never issues.
+    Invalid(credential::CredentialError),
     Decided(*mut RequestCtx),
 }
 

@@ -37,29 +37,46 @@ impl KeyHasher {
         KeyHasher { k0, k1 }
     }
 
-    /// `variant` covers request-dependent options that change the answer (e.g. a
-    /// `tokenize_as` template). Each field is length-prefixed so that ("ab", "c") and
-    /// ("a", "bc") cannot produce the same input.
+    /// `scope` is [`scope_of`] the whoami URL. The fields are laid out so that no two
+    /// inputs give the same bytes: a word holding the kind and the cookie name's length, the
+    /// scope, the name, then the value up to the end (SipHash's padding encodes the length).
     pub fn key(
         &self,
         kind: CredentialKind,
         cookie_name: &[u8],
         value: &[u8],
-        whoami_url: &str,
-        variant: &[u8],
+        scope: Scope,
     ) -> CacheKey {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write_u8(match kind {
+        let kind: u64 = match kind {
             CredentialKind::SessionToken => 1,
             CredentialKind::Cookie => 2,
             CredentialKind::Bearer => 3,
-        });
-        for field in [cookie_name, value, whoami_url.as_bytes(), variant] {
-            h.write_u64(field.len() as u64);
-            h.write(field);
-        }
+        };
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write_u64(kind | (cookie_name.len() as u64) << 8);
+        h.write_u64(scope.0[0]);
+        h.write_u64(scope.0[1]);
+        h.write(cookie_name);
+        h.write(value);
         h.finish128().as_u128()
     }
+}
+
+/// Stands for a whoami URL (with its query, e.g. `tokenize_as`) in cache keys, so that
+/// locations asking different Kratos instances, or asking for a JWT and not, never share an
+/// entry. Computed once per location when the configuration is read, so that a request does
+/// not hash the URL again; the URL is no secret, so a fixed key does.
+///
+/// Two words rather than a `u128`: it is kept in location configurations, which nginx
+/// allocates with 8-byte alignment, less than the 16 bytes a `u128` needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope([u64; 2]);
+
+pub fn scope_of(whoami_url: &str) -> Scope {
+    let mut h = SipHasher13::new();
+    h.write(whoami_url.as_bytes());
+    let hash = h.finish128();
+    Scope([hash.h1, hash.h2])
 }
 
 impl fmt::Debug for KeyHasher {
@@ -437,56 +454,50 @@ mod tests {
     #[test]
     fn key_is_deterministic_per_hasher() {
         let h = KeyHasher::new_with_keys(1, 2);
-        let url = "http://kratos/sessions/whoami";
-        let k = h.key(CredentialKind::Cookie, b"c", b"v", url, b"");
-        assert_eq!(k, h.key(CredentialKind::Cookie, b"c", b"v", url, b""));
+        let url = scope_of("http://kratos/sessions/whoami");
+        let k = h.key(CredentialKind::Cookie, b"c", b"v", url);
+        assert_eq!(k, h.key(CredentialKind::Cookie, b"c", b"v", url));
         assert_eq!(
             k,
-            KeyHasher::new_with_keys(1, 2).key(CredentialKind::Cookie, b"c", b"v", url, b"")
+            KeyHasher::new_with_keys(1, 2).key(CredentialKind::Cookie, b"c", b"v", url)
         );
         assert_ne!(
             k,
-            KeyHasher::new_with_keys(1, 3).key(CredentialKind::Cookie, b"c", b"v", url, b"")
+            KeyHasher::new_with_keys(1, 3).key(CredentialKind::Cookie, b"c", b"v", url)
         );
     }
 
     #[test]
     fn key_distinguishes_every_field() {
         let h = KeyHasher::new_with_keys(0x0123_4567, 0x89ab_cdef);
-        let url = "http://kratos/sessions/whoami";
+        let url = scope_of("http://kratos/sessions/whoami");
         let keys = [
-            h.key(CredentialKind::Cookie, b"s", b"v", url, b""),
-            h.key(CredentialKind::SessionToken, b"s", b"v", url, b""),
-            h.key(CredentialKind::Bearer, b"s", b"v", url, b""),
-            h.key(CredentialKind::Cookie, b"t", b"v", url, b""),
-            h.key(CredentialKind::Cookie, b"s", b"w", url, b""),
+            h.key(CredentialKind::Cookie, b"s", b"v", url),
+            h.key(CredentialKind::SessionToken, b"s", b"v", url),
+            h.key(CredentialKind::Bearer, b"s", b"v", url),
+            h.key(CredentialKind::Cookie, b"t", b"v", url),
+            h.key(CredentialKind::Cookie, b"s", b"w", url),
             h.key(
                 CredentialKind::Cookie,
                 b"s",
                 b"v",
-                "http://other/sessions/whoami",
-                b"",
-            ),
-            h.key(CredentialKind::Cookie, b"s", b"v", url, b"tmpl"),
-            h.key(CredentialKind::SessionToken, b"", b"v", url, b""),
-            h.key(CredentialKind::Bearer, b"", b"v", url, b""),
-            // Field boundaries: moving bytes between neighbours changes the key.
-            h.key(CredentialKind::Cookie, b"sv", b"", url, b""),
-            h.key(CredentialKind::Cookie, b"", b"sv", url, b""),
-            h.key(
-                CredentialKind::Cookie,
-                b"s",
-                b"vhttp",
-                "://kratos/sessions/whoami",
-                b"",
+                scope_of("http://other/sessions/whoami"),
             ),
             h.key(
                 CredentialKind::Cookie,
                 b"s",
                 b"v",
-                "http://kratos/sessions/whoamitmpl",
-                b"",
+                scope_of("http://kratos/sessions/whoami?tokenize_as=t"),
             ),
+            h.key(CredentialKind::SessionToken, b"", b"v", url),
+            h.key(CredentialKind::Bearer, b"", b"v", url),
+            // Field boundaries: moving bytes between name and value changes the key.
+            h.key(CredentialKind::Cookie, b"sv", b"", url),
+            h.key(CredentialKind::Cookie, b"", b"sv", url),
+            // Values that differ only in trailing zero bytes or by whole padding blocks.
+            h.key(CredentialKind::Cookie, b"s", b"v\0", url),
+            h.key(CredentialKind::Cookie, b"s", b"v\0\0\0\0\0\0\0\0", url),
+            h.key(CredentialKind::Cookie, b"s", &[b'v'; 257], url),
         ];
         for (i, a) in keys.iter().enumerate() {
             for (j, b) in keys.iter().enumerate() {
@@ -498,10 +509,22 @@ mod tests {
     }
 
     #[test]
+    fn scope_depends_on_the_whole_url() {
+        assert_eq!(
+            scope_of("http://kratos/sessions/whoami"),
+            scope_of("http://kratos/sessions/whoami")
+        );
+        assert_ne!(
+            scope_of("http://kratos/sessions/whoami"),
+            scope_of("http://kratos/sessions/whoami?tokenize_as=t")
+        );
+    }
+
+    #[test]
     fn random_hashers_differ() {
-        let url = "http://kratos/sessions/whoami";
-        let a = KeyHasher::new_random().key(CredentialKind::Cookie, b"c", b"v", url, b"");
-        let b = KeyHasher::new_random().key(CredentialKind::Cookie, b"c", b"v", url, b"");
+        let url = scope_of("http://kratos/sessions/whoami");
+        let a = KeyHasher::new_random().key(CredentialKind::Cookie, b"c", b"v", url);
+        let b = KeyHasher::new_random().key(CredentialKind::Cookie, b"c", b"v", url);
         assert_ne!(a, b);
     }
 

@@ -73,6 +73,8 @@ pub struct LocConf {
     kratos_base: Option<Arc<reqwest::Url>>,
     /// What is called: the whoami URL with `tokenize_as` when set (filled in by merge).
     pub kratos: Option<Arc<reqwest::Url>>,
+    /// `kratos` as it enters cache keys (filled in by merge).
+    pub kratos_scope: crate::cache::Scope,
     pub cookie: Option<Arc<CookieMatch>>,
     pub timeout: ngx_msec_t,
     pub cache_ttl: ngx_msec_t,
@@ -94,6 +96,7 @@ impl Default for LocConf {
             enable_source: Source::default(),
             kratos_base: None,
             kratos: None,
+            kratos_scope: crate::cache::Scope::default(),
             cookie: None,
             timeout: NGX_CONF_UNSET_MSEC,
             cache_ttl: NGX_CONF_UNSET_MSEC,
@@ -210,8 +213,8 @@ pub unsafe extern "C" fn merge_loc_conf(
     if conf.tokenize_as.is_none() {
         conf.tokenize_as = prev.tokenize_as.clone();
     }
-    // The whoami URL carries the token template, so that the cache key (built from the URL)
-    // tells answers with and without a JWT apart.
+    // The whoami URL carries the token template, so that the cache key (built from the URL's
+    // scope) tells answers with and without a JWT apart.
     conf.kratos = match (&conf.kratos_base, &conf.tokenize_as) {
         (Some(base), Some(template)) => {
             let mut url = (**base).clone();
@@ -221,6 +224,10 @@ pub unsafe extern "C" fn merge_loc_conf(
         (base, None) => base.clone(),
         (None, Some(_)) => None,
     };
+    conf.kratos_scope = conf
+        .kratos
+        .as_ref()
+        .map_or_else(Default::default, |url| crate::cache::scope_of(url.as_str()));
     merge_msec(&mut conf.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
         main.max_timeout = main.max_timeout.max(conf.timeout);

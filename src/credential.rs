@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use memchr::memmem;
+
 /// Longer values are refused before Kratos is asked: real session cookies and tokens are a
 /// few hundred bytes, and this bounds what a client can make us hash, copy and forward.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
@@ -41,11 +43,22 @@ impl fmt::Display for CredentialKind {
 
 /// `ory_session_cookie NAME;` — NAME exact, or `NAME*` = prefix match (Ory Network names the
 /// cookie `ory_session_<project slug>`, which a configuration may not want to hard-code).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CookieMatch {
-    Exact(Box<[u8]>),
-    Prefix(Box<[u8]>),
+#[derive(Clone, Debug)]
+pub struct CookieMatch {
+    /// The whole name, or the prefix.
+    name: Box<[u8]>,
+    prefix: bool,
+    /// Finds the name in a Cookie header at SIMD speed; built once, with the configuration.
+    finder: memmem::Finder<'static>,
 }
+
+impl PartialEq for CookieMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.prefix == other.prefix
+    }
+}
+
+impl Eq for CookieMatch {}
 
 impl CookieMatch {
     pub fn parse(arg: &[u8]) -> Result<Self, &'static str> {
@@ -65,22 +78,30 @@ impl CookieMatch {
         if !name.iter().all(|&b| is_token_char(b) && b != b'*') {
             return Err("invalid character in cookie name");
         }
-        let name = name.into();
-        Ok(if prefix {
-            CookieMatch::Prefix(name)
-        } else {
-            CookieMatch::Exact(name)
+        Ok(CookieMatch {
+            name: name.into(),
+            prefix,
+            finder: memmem::Finder::new(name).into_owned(),
         })
     }
 
+    /// The configured name, or the prefix when [`is_prefix`](Self::is_prefix).
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    pub fn is_prefix(&self) -> bool {
+        self.prefix
+    }
+
     pub fn matches(&self, name: &[u8]) -> bool {
-        match self {
-            CookieMatch::Exact(want) => name == &**want,
+        if self.prefix {
             // The matched name is forwarded to Kratos in a Cookie header, so with a prefix
             // the part we did not configure must be a valid cookie name as well.
-            CookieMatch::Prefix(prefix) => {
-                name.starts_with(prefix) && name[prefix.len()..].iter().all(|&b| is_token_char(b))
-            }
+            name.starts_with(&self.name)
+                && name[self.name.len()..].iter().all(|&b| is_token_char(b))
+        } else {
+            name == &*self.name
         }
     }
 }
@@ -177,7 +198,27 @@ impl std::error::Error for CredentialError {}
 /// A chosen credential that is too long or holds bytes Kratos could never have issued is an
 /// error rather than a reason to try the next kind: silently authenticating a request with a
 /// different credential than the one Kratos would pick could attach it to another identity.
+///
+/// The same as [`choose_credential`] followed by [`Credential::check_bytes`].
 pub fn find_credential<'a, I>(
+    headers: I,
+    cookie: &CookieMatch,
+) -> Result<Option<Credential<'a>>, CredentialError>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    match choose_credential(headers, cookie)? {
+        Some(found) => found.check_bytes().map(|()| Some(found)),
+        None => Ok(None),
+    }
+}
+
+/// The credential Kratos would pick, bounded in length but with its bytes not yet checked.
+///
+/// The access handler checks the bytes only when the cache cannot answer: a cached entry is
+/// only ever made for a credential that passed the check, and its key covers every byte, so
+/// a hit needs no second pass over a value of a few hundred bytes.
+pub fn choose_credential<'a, I>(
     headers: I,
     cookie: &CookieMatch,
 ) -> Result<Option<Credential<'a>>, CredentialError>
@@ -190,9 +231,10 @@ where
     let mut authorization = None;
 
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case(b"x-session-token") {
+        // The length first: most headers are none of the three, and that costs one compare.
+        match name.len() {
             // Like Go's Header.Get, only the first header counts, even when it is empty.
-            if !token_seen {
+            15 if !token_seen && name.eq_ignore_ascii_case(b"x-session-token") => {
                 token_seen = true;
                 let value = trim_ows(value);
                 if !value.is_empty() {
@@ -200,12 +242,13 @@ where
                     break;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"cookie") {
-            if session_cookie.is_none() {
+            6 if session_cookie.is_none() && name.eq_ignore_ascii_case(b"cookie") => {
                 session_cookie = find_cookie(value, cookie);
             }
-        } else if name.eq_ignore_ascii_case(b"authorization") && authorization.is_none() {
-            authorization = Some(value);
+            13 if authorization.is_none() && name.eq_ignore_ascii_case(b"authorization") => {
+                authorization = Some(value);
+            }
+            _ => {}
         }
     }
 
@@ -234,30 +277,54 @@ where
     if found.value.len() > MAX_CREDENTIAL_LEN {
         return Err(CredentialError::TooLong(found.kind));
     }
-    let valid = match found.kind {
-        CredentialKind::Cookie => found.value.iter().all(|&b| is_cookie_octet(b)),
-        CredentialKind::SessionToken | CredentialKind::Bearer => {
-            found.value.iter().all(|&b| (0x21..=0x7e).contains(&b))
-        }
-    };
-    if !valid {
-        return Err(CredentialError::InvalidBytes(found.kind));
-    }
     Ok(Some(found))
 }
 
-/// The first pair in one Cookie header whose name matches and whose value is not empty.
-/// One pass over the header, so a request with thousands of cookies costs linear time.
-fn find_cookie<'a>(header: &'a [u8], want: &CookieMatch) -> Option<(&'a [u8], &'a [u8])> {
-    header.split(|&b| b == b';').find_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let name = trim_ows(&pair[..eq]);
-        if !want.matches(name) {
-            return None;
+impl Credential<'_> {
+    /// Refuses bytes Kratos could never have issued: they would only be forwarded to it.
+    pub fn check_bytes(&self) -> Result<(), CredentialError> {
+        let allowed = match self.kind {
+            CredentialKind::Cookie => &COOKIE_OCTET,
+            CredentialKind::SessionToken | CredentialKind::Bearer => &VISIBLE_ASCII,
+        };
+        if self.value.iter().all(|&b| allowed[b as usize]) {
+            Ok(())
+        } else {
+            Err(CredentialError::InvalidBytes(self.kind))
         }
-        let value = unquote(trim_ows(&pair[eq + 1..]));
-        (!value.is_empty()).then_some((name, value))
-    })
+    }
+}
+
+/// The first pair in one Cookie header whose name matches and whose value is not empty:
+/// what splitting the header on ';' and each pair on its first '=' would find, but without
+/// looking at other cookies byte by byte. The name is searched for (memmem), and a match
+/// counts only where a pair starts: after the header's start or a ';', and OWS.
+///
+/// Matches of the name are taken without overlap: a match that starts inside another one
+/// follows a name byte, never a ';' or OWS, so it could not start a pair anyway. Linear in the
+/// header's length.
+fn find_cookie<'a>(header: &'a [u8], want: &CookieMatch) -> Option<(&'a [u8], &'a [u8])> {
+    for start in want.finder.find_iter(header) {
+        if !matches!(trim_ows(&header[..start]).last(), None | Some(b';')) {
+            continue;
+        }
+        let mut end = start + want.name.len();
+        if want.prefix {
+            end += header[end..]
+                .iter()
+                .take_while(|&&b| is_token_char(b))
+                .count();
+        }
+        let Some(rest) = trim_ows_start(&header[end..]).strip_prefix(b"=") else {
+            continue;
+        };
+        let value = &rest[..memchr::memchr(b';', rest).unwrap_or(rest.len())];
+        let value = unquote(trim_ows(value));
+        if !value.is_empty() {
+            return Some((&header[start..end], value));
+        }
+    }
+    None
 }
 
 /// A Cookie header without the session cookie, for `ory_session_hide_credentials`: every
@@ -298,11 +365,16 @@ fn bearer_token(header: &[u8]) -> Option<&[u8]> {
     Some(token)
 }
 
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let mut s = trim_ows_start(s);
+    while let [rest @ .., b' ' | b'\t'] = s {
         s = rest;
     }
-    while let [rest @ .., b' ' | b'\t'] = s {
+    s
+}
+
+fn trim_ows_start(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
     s
@@ -314,8 +386,26 @@ fn is_token_char(b: u8) -> bool {
 }
 
 /// RFC 6265 cookie-octet: visible ASCII except '"', ',', ';' and '\'.
-fn is_cookie_octet(b: u8) -> bool {
+const fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+/// Byte tables for `check_bytes`: one load per byte instead of a chain of range tests.
+static COOKIE_OCTET: [bool; 256] = byte_table(false);
+static VISIBLE_ASCII: [bool; 256] = byte_table(true);
+
+const fn byte_table(any_visible: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = if any_visible {
+            matches!(b, 0x21..=0x7e)
+        } else {
+            is_cookie_octet(b as u8)
+        };
+        b += 1;
+    }
+    table
 }
 
 #[cfg(test)]
@@ -374,13 +464,15 @@ mod tests {
 
     #[test]
     fn cookie_match_parse() {
+        let cookie = exact("ory_kratos_session");
         assert_eq!(
-            exact("ory_kratos_session"),
-            CookieMatch::Exact((*b"ory_kratos_session").into())
+            (cookie.name(), cookie.is_prefix()),
+            (&b"ory_kratos_session"[..], false)
         );
+        let cookie = exact("ory_session_*");
         assert_eq!(
-            exact("ory_session_*"),
-            CookieMatch::Prefix((*b"ory_session_").into())
+            (cookie.name(), cookie.is_prefix()),
+            (&b"ory_session_"[..], true)
         );
         assert_eq!(CookieMatch::parse(b""), Err("cookie name is empty"));
         assert_eq!(CookieMatch::parse(b"*"), Err("cookie name prefix is empty"));

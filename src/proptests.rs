@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::cache::{Lookup, SessionCache};
 use crate::credential::{
-    find_credential, CookieMatch, Credential, CredentialError, CredentialKind, MAX_CREDENTIAL_LEN,
+    choose_credential, find_credential, CookieMatch, Credential, CredentialError, CredentialKind, MAX_CREDENTIAL_LEN,
 };
 use crate::kratos::{decode_response, Answer};
 
@@ -287,6 +287,50 @@ proptest! {
             .expect("found");
         prop_assert_eq!(c.cookie_name, &name[..]);
         prop_assert_eq!(c.value, &value[..]);
+    }
+
+    /// The access handler's split (choose, look in the cache, check the bytes on a miss)
+    /// decides exactly what the one-step search decides.
+    #[test]
+    fn choose_then_check_is_find(
+        headers in vec((header_name(), header_value()), 0..12),
+        cookie in cookie_match(),
+    ) {
+        let pairs = || headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+        let split = choose_credential(pairs(), &cookie)
+            .and_then(|c| c.map(|c| c.check_bytes().map(|()| c)).transpose());
+        prop_assert_eq!(split, find_credential(pairs(), &cookie));
+    }
+
+    /// The one-pass Cookie scan finds what splitting the header on ';' and each pair on its
+    /// first '=' finds, for any bytes at all.
+    #[test]
+    fn cookie_scan_matches_split_reference(
+        parts in vec(prop_oneof![
+            other_cookie(),
+            vec(select(b"=; \t\"ab".to_vec()), 0..8),
+            cookie_value().prop_map(|v| [SESSION_COOKIE, b"=", &v].concat()),
+            cookie_value().prop_map(|v| [&b"ory_session_x="[..], &v].concat()),
+        ], 0..8),
+        cookie in cookie_match(),
+    ) {
+        let header = parts.join(&b';');
+        let reference = header.split(|&b| b == b';').find_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let name = trim(&pair[..eq]);
+            let value = match trim(&pair[eq + 1..]) {
+                [b'"', inner @ .., b'"'] => inner,
+                v => v,
+            };
+            (cookie.matches(name) && !value.is_empty()).then_some((name, value))
+        });
+        let headers = [(&b"Cookie"[..], header.as_slice())];
+        let found = choose_credential(headers, &cookie)
+            .ok()
+            .flatten()
+            .map(|c| (c.cookie_name, c.value));
+        let reference = reference.filter(|(_, v)| v.len() <= MAX_CREDENTIAL_LEN);
+        prop_assert_eq!(found, reference);
     }
 
     /// Any valid credential comes back unchanged, whichever way it is sent; one byte more
