@@ -593,8 +593,9 @@ def section_hot_path(run, w):
       f"({hit['instructions'] / sc['plain']['instructions']:+.1%} of plain nginx's user-space "
       "work, which is itself the smaller part of a request's CPU time: the kernel's share of "
       "loopback TCP is larger). What the module does on a hit: find the credential among the "
-      "request headers (the session cookie through memchr's memmem), one keyed SipHash-1-3 "
-      "over it (the larger part: it covers every byte of the 256-byte value), an LRU lookup, "
+      "request headers (the session cookie through memchr's memmem), the cache key: XXH3-128 "
+      "over it under the worker's random secret (it covers every byte of the 256-byte value), "
+      "an LRU lookup, "
       "the request context in the request pool, three relaxed atomic counters in shared memory.")
     call = sc.get("uncached")
     if call:
