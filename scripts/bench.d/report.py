@@ -268,8 +268,11 @@ def section_method(run, w):
       "proxied request in the same worker, which dilutes the difference between checks.")
     w(f"- Load: `wrk -t{E['R_THREADS']} -c{E['R_CONNECTIONS']} -d{E['R_DURATION']}s --latency` for every "
       f"(variant, scenario), {E['R_ROUNDS']} round(s); in each round all ten (variant, scenario) runs "
-      "run once, the two variants of a scenario one after the other, the order rotated by three "
-      "places from round to round; a 1 s warm-up of each of the ten comes first. Right before each "
+      "run once: the eight runs of (1), (2), (3) and (5) in a new order every round (a seeded "
+      "shuffle, so no run always follows the same one), then the two runs of (4), then a wait "
+      "until the sockets (4) leaves in TIME-WAIT are gone (every loopback packet is looked up "
+      "among them, so they would slow whatever ran next; "
+      f"{E.get('R_DRAINED', '?')} s of waiting in all); a 1 s warm-up of each of the ten comes first. Right before each "
       "(2) and (5) run, outside the measured window, one request with the hit credential makes "
       "sure the run starts with it fresh in the cache it uses (both caches keep an entry 60 s, a "
       "round of ten runs takes longer, and the new credentials of (3) can push it out of the "
