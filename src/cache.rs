@@ -31,7 +31,6 @@ const INLINE_LEN: usize = 512;
 /// and hitting someone else's entry would take a value whose 128-bit hash equals that of a
 /// credential it has never seen. Two credentials of its own that collide would only share its
 /// own session.
-#[derive(Clone)]
 pub struct KeyHasher {
     secret: [u8; SECRET_LEN],
 }
@@ -48,7 +47,8 @@ impl KeyHasher {
     pub fn new_with_keys(k0: u64, k1: u64) -> Self {
         // splitmix64: distinct, well-mixed words from any seed.
         Self::with_words(|i| {
-            let mut z = k0 ^ k1.rotate_left(32) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut z =
+                k0 ^ k1.rotate_left(32) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
@@ -78,7 +78,11 @@ impl KeyHasher {
             CredentialKind::Cookie => 2,
             CredentialKind::Bearer => 3,
         };
-        let fixed = [kind | (cookie_name.len() as u64) << 8, scope.0[0], scope.0[1]];
+        let fixed = [
+            kind | (cookie_name.len() as u64) << 8,
+            scope.0[0],
+            scope.0[1],
+        ];
         let len = 24 + cookie_name.len() + value.len();
         if len <= INLINE_LEN {
             let mut buf = [0u8; INLINE_LEN];
@@ -550,7 +554,15 @@ mod tests {
         // not depend on which path computed it.
         let h = KeyHasher::new_with_keys(7, 9);
         let scope = scope_of("http://kratos/sessions/whoami");
-        for len in [0, 1, 200, INLINE_LEN - 24 - 4, INLINE_LEN - 24 - 3, INLINE_LEN, 4096] {
+        for len in [
+            0,
+            1,
+            200,
+            INLINE_LEN - 24 - 4,
+            INLINE_LEN - 24 - 3,
+            INLINE_LEN,
+            4096,
+        ] {
             let value = vec![b'v'; len];
             let mut whole = Vec::new();
             whole.extend_from_slice(&(2u64 | 4 << 8).to_le_bytes());

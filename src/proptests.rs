@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use crate::cache::{Lookup, SessionCache};
 use crate::credential::{
-    choose_credential, find_credential, CookieMatch, Credential, CredentialError, CredentialKind, MAX_CREDENTIAL_LEN,
+    choose_credential, find_credential, CookieMatch, Credential, CredentialError, CredentialKind,
+    MAX_CREDENTIAL_LEN,
 };
 use crate::kratos::{decode_response, Answer};
 
@@ -287,19 +288,6 @@ proptest! {
             .expect("found");
         prop_assert_eq!(c.cookie_name, &name[..]);
         prop_assert_eq!(c.value, &value[..]);
-    }
-
-    /// The access handler's split (choose, look in the cache, check the bytes on a miss)
-    /// decides exactly what the one-step search decides.
-    #[test]
-    fn choose_then_check_is_find(
-        headers in vec((header_name(), header_value()), 0..12),
-        cookie in cookie_match(),
-    ) {
-        let pairs = || headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
-        let split = choose_credential(pairs(), &cookie)
-            .and_then(|c| c.map(|c| c.check_bytes().map(|()| c)).transpose());
-        prop_assert_eq!(split, find_credential(pairs(), &cookie));
     }
 
     /// The one-pass Cookie scan finds what splitting the header on ';' and each pair on its

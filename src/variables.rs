@@ -8,9 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ngx::ffi::{
-    __BindgenBitfieldUnit, ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t, ngx_int_t,
-    ngx_pnalloc, ngx_str_t, ngx_uint_t, ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
-    NGX_HTTP_VAR_PREFIX, NGX_OK,
+    __BindgenBitfieldUnit, ngx_conf_t, ngx_http_add_variable, ngx_http_request_t,
+    ngx_http_variable_t, ngx_int_t, ngx_pnalloc, ngx_str_t, ngx_uint_t, ngx_variable_value_t,
+    NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 
 use crate::access;
