@@ -14,3 +14,34 @@ vendored_nginx() {
 module_so() {
     echo "$CARGO_TARGET_DIR/$profile/libngx_http_ory_session_module.so"
 }
+
+# For scripts/bench and scripts/hotpath: the loopback ports and nginx configurations they run
+# with, and the credentials their requests carry.
+
+# Prints N free loopback ports, all different (bound at once, then released).
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# render_template PREFIX FILE: FILE with every @NAME@ replaced by $PREFIX_NAME; fails on a
+# placeholder whose variable is not exported.
+render_template() {
+    P=$1 perl -pe 's/\@([A-Z_]+)\@/exists $ENV{"$ENV{P}_$1"} ? $ENV{"$ENV{P}_$1"} : die "unset placeholder $1\n"/ge' "$2"
+}
+
+# b64url N: N random bytes (a multiple of 3) as base64url, 4*N/3 characters.
+b64url() { head -c "$1" /dev/urandom | base64 -w0 | tr '+/' '-_'; }
+
+# The cookies a browser sends beside Kratos' session cookie, ending in "; ": an analytics
+# cookie and Kratos' CSRF cookie (155 characters), random each call.
+browser_cookies() {
+    printf '_ga=GA1.1.%d.%d; csrf_token_%s=%s; ' "$((1000000000 + RANDOM * 32768 + RANDOM))" \
+        "$(date +%s)" "$(head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \n')" \
+        "$(head -c 32 /dev/urandom | base64 -w0)"
+}

@@ -388,8 +388,9 @@ def section_targets(run, w):
                 run.missed.append(f"hot path of {label}: " + "; ".join(
                     f for f in hot["failures"] if f.startswith(key + ":")))
             w(f"| hot path: what {label} adds to plain nginx, per request (counted under callgrind, "
-              f"see [Hot path](#hot-path)) | {extra['heap']:+.3f} heap calls, {extra['syscalls']:+.3f} "
-              f"system calls, {extra['locks']:+.3f} lock calls, {extra['other']:+.1f} instructions "
+              f"see [Hot path](#hot-path)) | {extra['heap calls']:+.3f} heap calls, "
+              f"{extra['system calls']:+.3f} system calls, {extra['lock calls']:+.3f} lock calls, "
+              f"{extra['instructions on other threads']:+.1f} instructions "
               f"on other threads | 0 | {verdict(ok)} |")
     per_entry = bytes_per_entry()
     if per_entry:
@@ -545,27 +546,15 @@ def section_configs(run, w):
 
 
 def hot_path():
-    """scripts/hotpath's results: per-request extras of the hit scenarios over plain nginx."""
+    """scripts/hotpath's results, with what the hit scenarios add over plain nginx."""
     path = E.get("R_HOTPATH_JSON")
     if not path or not os.path.exists(path):
         return None
     import json
     with open(path) as f:
         data = json.load(f)
-    sc = data["scenarios"]
-    base = sc["plain"]
-    extra = {}
-    for key in ("hit", "hit+variables"):
-        c = sc[key]
-        extra[key] = {
-            "instructions": c["instructions"] - base["instructions"],
-            "heap": sum(c["heap_calls"].values()) - sum(base["heap_calls"].values()),
-            "syscalls": c["syscalls"] - base["syscalls"],
-            "locks": sum(c["lock_calls"].values()) - sum(base["lock_calls"].values()),
-            "other": c["other_threads_instructions"] - base["other_threads_instructions"],
-        }
-    return {"extra": extra, "failures": data["failures"], "requests": data["requests"],
-            "scenarios": sc}
+    return {"extra": data["extra_over_plain"], "failures": data["failures"],
+            "requests": data["requests"], "scenarios": data["scenarios"]}
 
 
 def bytes_per_entry():
@@ -644,7 +633,7 @@ def print_summary(run):
     if hot:
         e = hot["extra"]["hit"]
         print(f"{'hot path, cache hit vs plain (per request)':<52} {e['instructions']:+,.0f} instructions, "
-              f"{e['heap']:+.3f} heap / {e['syscalls']:+.3f} system / {e['locks']:+.3f} lock calls (target 0)")
+              f"{e['heap calls']:+.3f} heap / {e['system calls']:+.3f} system / {e['lock calls']:+.3f} lock calls (target 0)")
     per_entry = bytes_per_entry()
     if per_entry:
         print(f"{'bytes per cached session without JSON':<52} {per_entry[1]} (target <= 512)")

@@ -8,6 +8,7 @@ the libc function that made them, and calls to the heap and lock functions of li
 divided by REQUESTS. With --check it exits 1 unless a cache hit costs no more heap calls,
 system calls or lock calls than plain nginx and no work on another thread.
 """
+import argparse
 import collections
 import glob
 import json
@@ -103,25 +104,15 @@ def fmt_calls(calls):
 
 
 def main():
-    args = sys.argv[1:]
-    check = "--check" in args
-    markdown = json_out = None
-    if "--markdown" in args:
-        markdown = args[args.index("--markdown") + 1]
-    if "--json" in args:
-        json_out = args[args.index("--json") + 1]
-    positional = []
-    skip = False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in ("--markdown", "--json"):
-            skip = True
-            continue
-        if a != "--check":
-            positional.append(a)
-    work, requests, scenarios = positional[0], int(positional[1]), positional[2:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work")
+    parser.add_argument("requests", type=int)
+    parser.add_argument("scenarios", nargs="+")
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--markdown")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    work, requests, scenarios = args.work, args.requests, args.scenarios
 
     parts = collections.defaultdict(list)
     for path in glob.glob(os.path.join(work, "callgrind.out.*-*")):
@@ -152,6 +143,7 @@ def main():
 
     failures = []
     verdicts = []
+    extras = {}
     for s in ("hit", "hit+variables"):
         if s not in result:
             continue
@@ -164,6 +156,7 @@ def main():
             "instructions on other threads": c["other_threads_instructions"]
             - base["other_threads_instructions"],
         }
+        extras[s] = extra
         verdicts.append(
             f"- {s} vs plain: {extra['instructions']:+,.0f} instructions, "
             f"{extra['heap calls']:+.3f} heap calls, {extra['system calls']:+.3f} system calls, "
@@ -190,14 +183,15 @@ def main():
     if failures:
         text += "\nFAILED:\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     sys.stdout.write(text)
-    if markdown:
-        with open(markdown, "w") as f:
+    if args.markdown:
+        with open(args.markdown, "w") as f:
             f.write(text)
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump({"requests": requests, "scenarios": result, "failures": failures}, f,
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"requests": requests, "scenarios": result, "extra_over_plain": extras,
+                       "failures": failures}, f,
                       indent=1)
-    if check and failures:
+    if args.check and failures:
         sys.exit(1)
 
 
