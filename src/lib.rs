@@ -1,33 +1,22 @@
-//! ngx_http_ory_session_module: checks Ory Kratos sessions in nginx's access phase.
+//! ngx_http_ory_session_module: the Ory stack checked in nginx's access phase.
 //!
-//! nginx glue lives in `module`, `conf`, `access`, `variables` and `bridge`; `credential`,
-//! `kratos`, `cache` and `decision` are plain Rust with unit tests that run without nginx.
+//! - `nginx/` is the only code that touches nginx: the module, its directives, the
+//!   access-phase driver, variables, headers, the status page, and the bridge to the
+//!   per-worker runtime that makes the calls.
+//! - `check/` is what every kind of check shares, in plain Rust: the cache and its keys, the
+//!   calls in flight, outcomes and decisions, the counters.
+//! - `session/` is the Kratos session check, in plain Rust.
+//!
 //! The glue refers to symbols that exist only inside an nginx binary, so it is left out of
-//! the unit-test build.
+//! the unit-test build: `cargo test` runs without nginx.
 
-pub mod browser;
-pub mod cache;
-pub mod credential;
-pub mod decision;
-pub mod kratos;
-pub mod metrics;
-#[cfg(test)]
-mod proptests;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod check;
+pub mod session;
 
 #[cfg(not(test))]
-mod access;
-#[cfg(not(test))]
-mod bridge;
-#[cfg(not(test))]
-mod conf;
-#[cfg(not(test))]
-mod headers;
-#[cfg(not(test))]
-mod module;
-#[cfg(not(test))]
-mod status;
-#[cfg(not(test))]
-mod variables;
+mod nginx;
 
 #[cfg(not(test))]
-pub use module::{ngx_http_ory_session_module, HttpOrySessionModule};
+pub use nginx::module::{ngx_http_ory_session_module, HttpOrySessionModule};

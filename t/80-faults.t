@@ -77,7 +77,7 @@ sub fault ($name, %c) {
 
         is $r->{status}, $c{status}, "answered $c{status}";
         is scalar(@lines), 1, 'exactly one error.log line' or diag join "\n", @lines;
-        like $lines[0] // '', qr/^\S+ \S+ \[$c{level}\] \d+#\d+: \*\d+ ory_session: $c{reason} while checking session with Kratos, client: 127\.0\.0\.1, server: , request: "GET \Q$path\E HTTP\/1\.1", host: "localhost"$/,
+        like $lines[0] // '', qr/^\S+ \S+ \[$c{level}\] \d+#\d+: \*\d+ ory_session: $c{reason} while checking session, client: 127\.0\.0\.1, server: , request: "GET \Q$path\E HTTP\/1\.1", host: "localhost"$/,
             "at $c{level}, saying why";
         unlike $r->{body}, qr/\Q$JANE\E/, 'nothing of the session in the answer';
         is $r->{headers}{'x-user-id'}, undef, 'no identity either';

@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use crate::{access, bridge, conf, status, variables};
+use super::{access, bridge, conf, session, status, variables};
 
 pub struct HttpOrySessionModule;
 
@@ -45,15 +45,17 @@ impl HttpModule for HttpOrySessionModule {
     }
 }
 
+// SAFETY: MainConf is the type create_main_conf allocates for this module.
 unsafe impl HttpModuleMainConf for HttpOrySessionModule {
     type MainConf = conf::MainConf;
 }
 
+// SAFETY: LocConf is the type create_loc_conf allocates for this module.
 unsafe impl HttpModuleLocationConf for HttpOrySessionModule {
     type LocationConf = conf::LocConf;
 }
 
-/// Starts the Kratos client of a worker. Never at configuration time: `nginx -t`, the
+/// Starts the client runtime of a worker. Never at configuration time: `nginx -t`, the
 /// master and every reload load this module too, and a runtime's threads would not survive
 /// the fork into workers.
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
@@ -66,7 +68,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if !mcf.enabled_somewhere {
         return NGX_OK as ngx_int_t;
     }
-    if let Err(err) = bridge::start(cycle, access::on_whoami_done) {
+    if let Err(err) = bridge::start(cycle) {
         // Keep the worker: it serves everything else, and protected locations fail closed
         // with 500 and a log line saying why.
         ngx_log_error!(
@@ -77,12 +79,16 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         );
         return NGX_OK as ngx_int_t;
     }
-    access::init_worker(mcf.cache_size, mcf.max_pending, mcf.max_timeout as u64);
+    session::init_worker(
+        mcf.cache_size as usize,
+        mcf.max_pending as usize,
+        mcf.max_timeout as u64,
+    );
     NGX_OK as ngx_int_t
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    access::shutdown_worker();
+    session::shutdown_worker();
     bridge::stop();
 }
 

@@ -1,10 +1,10 @@
-//! Property tests of the plain-Rust parts that handle untrusted bytes: the credential a
-//! client sends, the answer Kratos sends, and the cache that holds the result. Each property
+//! Property tests of the session check's parts that handle untrusted bytes: the credential a
+//! client sends and the answer Kratos sends. Each property
 //! runs on 512 generated inputs (`PROPTEST_CASES=N` for more):
 //!
 //!     cargo test --release --lib proptests
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -13,28 +13,14 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cache::{Lookup, SessionCache};
-use crate::credential::{
+use super::credential::{
     choose_credential, find_credential, CookieMatch, Credential, CredentialError, CredentialKind,
     MAX_CREDENTIAL_LEN,
 };
-use crate::kratos::{decode_response, Answer};
+use super::model::{decode_response, Answer};
+use crate::check::proptest_config as config;
 
 const SESSION_COOKIE: &[u8] = b"ory_kratos_session";
-
-/// 512 cases per property, or `PROPTEST_CASES`.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    ProptestConfig {
-        cases,
-        // A failure prints its minimal input; no regression files are written to the tree.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// RFC 6265 cookie-octet.
 fn cookie_octets() -> Vec<u8> {
@@ -641,85 +627,3 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cache
-
-#[derive(Clone, Debug)]
-enum Op {
-    Insert {
-        key: u128,
-        now: u64,
-        expires: u64,
-        cache_for: Option<u64>,
-    },
-    InsertNegative {
-        key: u128,
-        now: u64,
-    },
-    Lookup {
-        key: u128,
-        now: u64,
-        ttl: u64,
-        negative_ttl: u64,
-    },
-    Remove {
-        key: u128,
-    },
-}
-
-fn time_ms() -> impl Strategy<Value = u64> {
-    prop_oneof![4 => 0u64..100_000, 1 => any::<u64>()]
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let key = 0u128..24;
-    prop_oneof![
-        4 => (key.clone(), time_ms(), time_ms(), proptest::option::of(time_ms()))
-            .prop_map(|(key, now, expires, cache_for)| Op::Insert { key, now, expires, cache_for }),
-        2 => (key.clone(), time_ms()).prop_map(|(key, now)| Op::InsertNegative { key, now }),
-        4 => (key.clone(), time_ms(), time_ms(), time_ms())
-            .prop_map(|(key, now, ttl, negative_ttl)| Op::Lookup { key, now, ttl, negative_ttl }),
-        1 => key.prop_map(|key| Op::Remove { key }),
-    ]
-}
-
-proptest! {
-    #![proptest_config(config())]
-
-    /// Whatever happens, neither map grows past the capacity, and a hit is always the value
-    /// last stored for its key (never another key's, never one replaced or removed since).
-    #[test]
-    fn cache_capacity_is_never_exceeded(capacity in 0usize..8, ops in vec(op(), 1..200)) {
-        let mut cache: SessionCache<usize> = SessionCache::new(capacity);
-        // key -> (last value stored, if not dropped since; rejected since?)
-        let mut model: HashMap<u128, (Option<usize>, bool)> = HashMap::new();
-        for (i, op) in ops.into_iter().enumerate() {
-            match op {
-                Op::Insert { key, now, expires, cache_for } => {
-                    cache.insert(key, i, now, expires, cache_for);
-                    let deadline = cache_for.map_or(expires, |c| expires.min(now.saturating_add(c)));
-                    let stored = capacity > 0 && deadline > now;
-                    model.insert(key, (stored.then_some(i), false));
-                }
-                Op::InsertNegative { key, now } => {
-                    cache.insert_negative(key, now);
-                    model.insert(key, (None, capacity > 0));
-                }
-                Op::Remove { key } => {
-                    cache.remove(key);
-                    model.insert(key, (None, false));
-                }
-                Op::Lookup { key, now, ttl, negative_ttl } => {
-                    let (value, rejected) = model.get(&key).copied().unwrap_or((None, false));
-                    match cache.lookup(key, now, ttl, negative_ttl) {
-                        Lookup::Hit(v) => prop_assert_eq!(Some(v), value, "hit for key {}", key),
-                        Lookup::NegativeHit => prop_assert!(rejected, "negative hit for key {}", key),
-                        Lookup::Expired | Lookup::Miss => {}
-                    }
-                }
-            }
-            prop_assert!(cache.len() <= capacity, "{} positive entries, capacity {}", cache.len(), capacity);
-            prop_assert!(cache.negative_len() <= capacity, "{} negative entries, capacity {}", cache.negative_len(), capacity);
-            prop_assert_eq!(cache.capacity(), capacity);
-        }
-    }
-}

@@ -9,7 +9,7 @@ use ngx::ffi::{
     ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
 };
 
-use crate::credential::{self, CookieMatch, CredentialKind};
+use crate::session::credential::{self, CookieMatch, CredentialKind};
 
 /// Copies bytes into the request pool.
 unsafe fn pool_str(r: *mut ngx_http_request_t, bytes: &[u8]) -> Option<ngx_str_t> {

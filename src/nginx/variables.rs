@@ -13,8 +13,8 @@ use ngx::ffi::{
     NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 
-use crate::access;
-use crate::kratos::Session;
+use super::context;
+use crate::session::model::Session;
 
 type Field = fn(&Session) -> &str;
 
@@ -137,7 +137,7 @@ fn guarded(get: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
 }
 
 unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
-    access::find_ctx((*r).main)?.session.as_deref()
+    context::find((*r).main)?.session.session.as_deref()
 }
 
 unsafe extern "C" fn session_field(
@@ -194,7 +194,7 @@ unsafe extern "C" fn cache_status(
     _data: usize,
 ) -> ngx_int_t {
     guarded(|| {
-        let status = access::find_ctx((*r).main).map_or("", |ctx| ctx.cache_status.as_str());
+        let status = context::find((*r).main).map_or("", |ctx| ctx.session.cache_status.as_str());
         set(v, status)
     })
 }
@@ -207,7 +207,7 @@ unsafe extern "C" fn kratos_time(
     _data: usize,
 ) -> ngx_int_t {
     guarded(|| {
-        let Some(ms) = access::find_ctx((*r).main).and_then(|ctx| ctx.kratos_ms) else {
+        let Some(ms) = context::find((*r).main).and_then(|ctx| ctx.session.kratos_ms) else {
             return set(v, "");
         };
         let text = format!("{}.{:03}", ms / 1000, ms % 1000);

@@ -14,7 +14,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
-use crate::metrics::Metrics;
+use crate::check::metrics::Metrics;
 
 /// The counters in shared memory. Set by the zone's init in the master before workers are
 /// forked, so every worker sees the same mapping; kept across reloads (nginx hands the
@@ -83,6 +83,8 @@ pub extern "C" fn set_status(
 }
 
 unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is the request nginx runs this content handler for; a panic must never
+    // unwind into C.
     catch_unwind(AssertUnwindSafe(|| unsafe { answer(r) }))
         .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
 }

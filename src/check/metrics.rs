@@ -1,59 +1,73 @@
 //! Counters shared by all workers and their Prometheus text exposition (no nginx types).
 //!
 //! `Metrics` is placed in nginx shared memory, so every field is an atomic: workers update
-//! it concurrently without locks, and the status handler of any worker reads the sum.
+//! it concurrently without locks, and the status handler of any worker reads the sum. Every
+//! kind of check has the same set of counters ([`CheckMetrics`]), exposed under its own
+//! prefix.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use crate::decision::Outcome;
+use super::decision::{Counter, Decision};
 
-/// Upper bounds of the whoami latency histogram, in milliseconds.
+/// Upper bounds of the call latency histogram, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
-/// What a request's decision looked like from outside: a redirect is counted apart from the
-/// outcome that caused it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Outcome(Outcome),
-    Redirect,
-}
-
+/// The counters of every kind of check.
 #[repr(C)]
 #[derive(Default)]
 pub struct Metrics {
-    allowed: AtomicU64,
-    unauthenticated: AtomicU64,
-    forbidden: AtomicU64,
-    redirect: AtomicU64,
-    bad_gateway: AtomicU64,
-    unavailable: AtomicU64,
-    timeout: AtomicU64,
-    internal: AtomicU64,
+    pub session: CheckMetrics,
+}
+
+impl Metrics {
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.session.render(&mut out, &SESSION_NAMES);
+        out
+    }
+}
+
+/// How one kind of check is named in the exposition.
+pub struct Names {
+    /// Prefix of every series, the check's directive.
+    pub prefix: &'static str,
+    /// What one entry of its cache holds, capitalised ("Sessions").
+    pub entries: &'static str,
+    /// The service it asks.
+    pub service: &'static str,
+    /// The call it makes, as it appears in series names ("whoami").
+    pub call: &'static str,
+}
+
+pub const SESSION_NAMES: Names = Names {
+    prefix: "ory_session",
+    entries: "Sessions",
+    service: "Kratos",
+    call: "whoami",
+};
+
+/// The counters of one kind of check.
+#[repr(C)]
+#[derive(Default)]
+pub struct CheckMetrics {
+    /// Decisions by [`Counter`], in the order of [`Counter::ALL`].
+    decisions: [AtomicU64; Counter::ALL.len()],
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     cache_evictions: AtomicU64,
     cache_entries: AtomicI64,
-    whoami_calls: AtomicU64,
+    calls: AtomicU64,
     in_flight: AtomicI64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_ms: AtomicU64,
 }
 
-impl Metrics {
+impl CheckMetrics {
     pub fn decision(&self, decision: Decision) {
-        let counter = match decision {
-            Decision::Redirect => &self.redirect,
-            Decision::Outcome(Outcome::Allowed) => &self.allowed,
-            Decision::Outcome(Outcome::Unauthenticated) => &self.unauthenticated,
-            Decision::Outcome(Outcome::Forbidden) => &self.forbidden,
-            Decision::Outcome(Outcome::BadGateway) => &self.bad_gateway,
-            Decision::Outcome(Outcome::Unavailable) => &self.unavailable,
-            Decision::Outcome(Outcome::Timeout) => &self.timeout,
-            Decision::Outcome(Outcome::Internal) => &self.internal,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.decisions[decision.counter() as usize].fetch_add(1, Relaxed);
     }
 
     pub fn cache_lookup(&self, hit: bool) {
@@ -77,11 +91,12 @@ impl Metrics {
     }
 
     pub fn call_started(&self) {
-        self.whoami_calls.fetch_add(1, Relaxed);
+        self.calls.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A call ended: with its latency when Kratos answered, without when it was cancelled.
+    /// A call ended: with its latency when the service answered, without when it was
+    /// cancelled.
     pub fn call_ended(&self, latency_ms: Option<u64>) {
         self.in_flight.fetch_sub(1, Relaxed);
         let Some(ms) = latency_ms else { return };
@@ -92,85 +107,82 @@ impl Metrics {
         self.latency_sum_ms.fetch_add(ms, Relaxed);
     }
 
-    /// Prometheus text exposition format, version 0.0.4.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+    fn render(&self, out: &mut String, names: &Names) {
+        let Names {
+            prefix,
+            entries,
+            service,
+            call,
+        } = names;
         let get = |c: &AtomicU64| c.load(Relaxed);
         let _ = writeln!(
             out,
-            "# HELP ory_session_decisions_total Requests decided by ory_session, by outcome."
+            "# HELP {prefix}_decisions_total Requests decided by {prefix}, by outcome.\n\
+             # TYPE {prefix}_decisions_total counter"
         );
-        let _ = writeln!(out, "# TYPE ory_session_decisions_total counter");
-        for (name, c) in [
-            ("allowed", &self.allowed),
-            ("unauthenticated", &self.unauthenticated),
-            ("forbidden", &self.forbidden),
-            ("redirect", &self.redirect),
-            ("bad_gateway", &self.bad_gateway),
-            ("unavailable", &self.unavailable),
-            ("timeout", &self.timeout),
-            ("internal_error", &self.internal),
-        ] {
+        for (counter, c) in Counter::ALL.iter().zip(&self.decisions) {
             let _ = writeln!(
                 out,
-                "ory_session_decisions_total{{outcome=\"{name}\"}} {}",
+                "{prefix}_decisions_total{{outcome=\"{}\"}} {}",
+                counter.label(),
                 get(c)
             );
         }
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        let series = |out: &mut String, kind: &str, name: &str, help: &str, value: i64| {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {}",
                 value.max(0)
             );
         };
-        counter(
-            &mut out,
-            "ory_session_cache_hits_total",
+        let count = |c: &AtomicU64| i64::try_from(get(c)).unwrap_or(i64::MAX);
+        series(
+            out,
+            "counter",
+            "cache_hits_total",
             "Cache lookups answered from the cache.",
-            get(&self.cache_hits),
+            count(&self.cache_hits),
         );
-        counter(
-            &mut out,
-            "ory_session_cache_misses_total",
-            "Cache lookups that needed Kratos.",
-            get(&self.cache_misses),
+        series(
+            out,
+            "counter",
+            "cache_misses_total",
+            &format!("Cache lookups that needed {service}."),
+            count(&self.cache_misses),
         );
-        counter(
-            &mut out,
-            "ory_session_cache_evictions_total",
-            "Sessions pushed out of a full cache.",
-            get(&self.cache_evictions),
+        series(
+            out,
+            "counter",
+            "cache_evictions_total",
+            &format!("{entries} pushed out of a full cache."),
+            count(&self.cache_evictions),
         );
-        gauge(
-            &mut out,
-            "ory_session_cache_entries",
-            "Sessions cached, all workers.",
+        series(
+            out,
+            "gauge",
+            "cache_entries",
+            &format!("{entries} cached, all workers."),
             self.cache_entries.load(Relaxed),
         );
-        counter(
-            &mut out,
-            "ory_session_whoami_calls_total",
-            "Calls made to Kratos whoami.",
-            get(&self.whoami_calls),
+        series(
+            out,
+            "counter",
+            &format!("{call}_calls_total"),
+            &format!("Calls made to {service} {call}."),
+            count(&self.calls),
         );
-        gauge(
-            &mut out,
-            "ory_session_whoami_in_flight",
-            "Calls to Kratos waiting for an answer.",
+        series(
+            out,
+            "gauge",
+            &format!("{call}_in_flight"),
+            &format!("Calls to {service} waiting for an answer."),
             self.in_flight.load(Relaxed),
         );
 
-        let name = "ory_session_whoami_duration_seconds";
+        let name = format!("{prefix}_{call}_duration_seconds");
         let _ = writeln!(
             out,
-            "# HELP {name} Time Kratos took to answer whoami.\n# TYPE {name} histogram"
+            "# HELP {name} Time {service} took to answer {call}.\n# TYPE {name} histogram"
         );
         let mut cumulative = 0;
         for (le, c) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
@@ -189,13 +201,13 @@ impl Metrics {
             get(&self.latency_sum_ms) as f64 / 1000.0
         );
         let _ = writeln!(out, "{name}_count {count}");
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::decision::Outcome;
 
     fn value(text: &str, series: &str) -> String {
         let line = text
@@ -211,10 +223,10 @@ mod tests {
     #[test]
     fn decisions_are_counted_by_outcome() {
         let m = Metrics::default();
-        m.decision(Decision::Outcome(Outcome::Allowed));
-        m.decision(Decision::Outcome(Outcome::Allowed));
-        m.decision(Decision::Redirect);
-        m.decision(Decision::Outcome(Outcome::Timeout));
+        m.session.decision(Decision::Continue);
+        m.session.decision(Decision::Continue);
+        m.session.decision(Decision::Redirect);
+        m.session.decision(Decision::Refuse(Outcome::Timeout));
         let text = m.render();
         assert_eq!(
             value(&text, "ory_session_decisions_total{outcome=\"allowed\"}"),
@@ -240,11 +252,11 @@ mod tests {
     #[test]
     fn the_histogram_is_cumulative() {
         let m = Metrics::default();
-        m.call_started();
-        m.call_started();
-        m.call_started();
-        m.call_ended(Some(3));
-        m.call_ended(Some(40));
+        m.session.call_started();
+        m.session.call_started();
+        m.session.call_started();
+        m.session.call_ended(Some(3));
+        m.session.call_ended(Some(40));
         let text = m.render();
         assert_eq!(
             value(
@@ -282,10 +294,10 @@ mod tests {
     #[test]
     fn cache_figures_are_sums_of_worker_changes() {
         let m = Metrics::default();
-        m.cache_changed(5, 0);
-        m.cache_changed(-2, 1);
-        m.cache_lookup(true);
-        m.cache_lookup(false);
+        m.session.cache_changed(5, 0);
+        m.session.cache_changed(-2, 1);
+        m.session.cache_lookup(true);
+        m.session.cache_lookup(false);
         let text = m.render();
         assert_eq!(value(&text, "ory_session_cache_entries"), "3");
         assert_eq!(value(&text, "ory_session_cache_evictions_total"), "1");

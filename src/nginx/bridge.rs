@@ -1,11 +1,14 @@
-//! The per-worker Kratos client runtime and the way its results come back to nginx.
+//! The per-worker runtime that makes every check's calls, and the way their results come
+//! back to nginx.
 //!
-//! This is the only file where threads meet. The tokio side never touches nginx memory: a
-//! finished call pushes `(call id, result)` onto a mutex-guarded queue and writes to an
-//! eventfd. The eventfd is registered in nginx's event loop as the read side of a
-//! connection, so the results are handled on the nginx thread, between other events.
+//! This is the only file where threads meet. The runtime's side never touches nginx memory:
+//! a finished call pushes its delivery (the result and the function that takes it) onto a
+//! mutex-guarded queue and writes to an eventfd. The eventfd is registered in nginx's event
+//! loop as the read side of a connection, so deliveries run on the nginx thread, between
+//! other events.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -16,32 +19,26 @@ use ngx::ffi::{
     ngx_handle_read_event, NGX_OK,
 };
 
-use crate::credential::OwnedCredential;
-use crate::kratos::{self, Answer, KratosError};
+use crate::check::client::build_client;
+use crate::check::inflight::CallId;
 
-pub type CallId = u64;
-pub type WhoamiResult = Result<Answer, KratosError>;
-
-/// What a call needs besides the credential: one value per call, cloned from the location.
-pub struct CallParams {
-    pub url: Arc<reqwest::Url>,
-    pub timeout: Duration,
-}
+/// A finished call's result, bound to the function that takes it on the nginx thread.
+type Delivery = Box<dyn FnOnce() + Send>;
 
 /// State shared with the runtime's threads.
 struct Mailbox {
-    done: Mutex<Vec<(CallId, WhoamiResult)>>,
+    done: Mutex<Vec<Delivery>>,
     /// Owned by the nginx connection, which closes it in `stop` once the runtime is down.
     wakeup: RawFd,
 }
 
 impl Mailbox {
-    fn deliver(&self, id: CallId, result: WhoamiResult) {
+    fn deliver(&self, delivery: Delivery) {
         // A poisoned lock only means another task panicked while pushing; the Vec is intact.
         self.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((id, result));
+            .push(delivery);
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a live u64 to an eventfd we own. It can only fail
         // with EAGAIN when the counter is about to overflow, and then a wake-up is pending
@@ -55,7 +52,6 @@ struct Bridge {
     client: reqwest::Client,
     mailbox: Arc<Mailbox>,
     connection: *mut ngx_connection_t,
-    on_done: fn(CallId, WhoamiResult),
 }
 
 thread_local! {
@@ -68,19 +64,16 @@ thread_local! {
 ///
 /// # Safety
 /// `cycle` is the worker's cycle, and this runs on the nginx thread.
-pub unsafe fn start(
-    cycle: *mut ngx_cycle_t,
-    on_done: fn(CallId, WhoamiResult),
-) -> Result<(), String> {
+pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ory-session")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the Kratos client runtime: {e}"))?;
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     let client = {
         let _guard = runtime.enter();
-        kratos::build_client().map_err(|e| format!("cannot create the Kratos client: {e}"))?
+        build_client().map_err(|e| format!("cannot create the HTTP client: {e}"))?
     };
 
     // SAFETY: plain syscall; the result is checked.
@@ -96,7 +89,7 @@ pub unsafe fn start(
     if connection.is_null() {
         // SAFETY: fd is ours and not registered anywhere.
         unsafe { libc::close(fd) };
-        return Err("no free connection for the Kratos wake-up event".into());
+        return Err("no free connection for the client's wake-up event".into());
     }
     // SAFETY: ngx_get_connection returned a connection with valid read/write events.
     unsafe {
@@ -106,7 +99,7 @@ pub unsafe fn start(
         (*(*connection).write).log = (*cycle).log;
         if ngx_handle_read_event(rev, 0) != NGX_OK as isize {
             ngx_close_connection(connection);
-            return Err("cannot add the Kratos wake-up event to the event loop".into());
+            return Err("cannot add the client's wake-up event to the event loop".into());
         }
     }
 
@@ -120,7 +113,6 @@ pub unsafe fn start(
             client,
             mailbox,
             connection,
-            on_done,
         })
     });
     Ok(())
@@ -139,21 +131,26 @@ pub fn stop() {
     unsafe { ngx_close_connection(bridge.connection) };
 }
 
-/// Starts one whoami call; its result comes back through `on_done` on the nginx thread.
-/// Returns the handle that cancels it, or `None` when the bridge is not running.
-pub fn spawn_whoami(
+/// Starts call `id`: `call` gets the worker's HTTP client and makes the future that runs on
+/// the runtime. Its result comes back to `on_done` on the nginx thread. Returns the handle
+/// that cancels the call, or `None` when the runtime is not running.
+pub fn spawn<F, R>(
     id: CallId,
-    credential: OwnedCredential,
-    params: CallParams,
-) -> Option<tokio::task::AbortHandle> {
+    call: impl FnOnce(reqwest::Client) -> F,
+    on_done: fn(CallId, R),
+) -> Option<tokio::task::AbortHandle>
+where
+    F: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
     BRIDGE.with(|b| {
         let b = b.borrow();
         let bridge = b.as_ref()?;
-        let client = bridge.client.clone();
+        let future = call(bridge.client.clone());
         let mailbox = bridge.mailbox.clone();
         let task = bridge.runtime.spawn(async move {
-            let result = kratos::whoami(&client, &params.url, &credential, params.timeout).await;
-            mailbox.deliver(id, result);
+            let result = future.await;
+            mailbox.deliver(Box::new(move || on_done(id, result)));
         });
         Some(task.abort_handle())
     })
@@ -161,7 +158,7 @@ pub fn spawn_whoami(
 
 /// Read handler of the eventfd connection, on the nginx thread.
 unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
-    let batch = BRIDGE.with(|b| {
+    let done = BRIDGE.with(|b| {
         let b = b.borrow();
         let bridge = b.as_ref()?;
         // Drain the counter before the queue: a result pushed after this read writes the
@@ -169,19 +166,16 @@ unsafe extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
         let mut counter: u64 = 0;
         // SAFETY: reading 8 bytes into a live u64 from our non-blocking eventfd.
         unsafe { libc::read(bridge.mailbox.wakeup, (&raw mut counter).cast(), 8) };
-        let done = std::mem::take(
-            &mut *bridge
-                .mailbox
-                .done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        Some((done, bridge.on_done))
+        let mut done = bridge
+            .mailbox
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut *done))
     });
-    let Some((done, on_done)) = batch else { return };
-    // The borrow is released: `on_done` may start new calls. A panic must not unwind into
+    // The borrow is released: a delivery may start new calls. A panic must not unwind into
     // nginx; the requests of that call then end with their own timer (504).
-    for (id, result) in done {
-        let _ = catch_unwind(AssertUnwindSafe(|| on_done(id, result)));
+    for delivery in done.into_iter().flatten() {
+        let _ = catch_unwind(AssertUnwindSafe(delivery));
     }
 }

@@ -1,0 +1,240 @@
+//! Cache keys: a keyed hash of a credential and of what decides the answer to it.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_secret, Xxh3};
+
+/// A keyed hash of a credential and of everything else that decides the answer to it. The
+/// caches hold these instead of credentials, so a memory dump of a worker reveals no cookie
+/// or token.
+pub type CacheKey = u128;
+
+/// XXH3's secret size: the whole key of the hash.
+const SECRET_LEN: usize = 192;
+
+/// Inputs up to this size are hashed in one call from a stack buffer; longer ones (a
+/// credential near the 4096-byte limit) through XXH3's streaming state, which gives the same
+/// hash.
+const INLINE_LEN: usize = 512;
+
+/// Computes cache keys: XXH3-128 under a secret drawn at random for each worker.
+///
+/// Why not a cryptographic MAC: the hash runs on every request, over a value of a few hundred
+/// bytes (SipHash-1-3 took 1,000 instructions for a 256-byte session cookie, half of what a
+/// cache hit cost), and what the keys need is met without one. A client cannot compute keys
+/// (the secret never leaves the worker), so it cannot aim a credential of its own at an entry;
+/// and hitting someone else's entry would take a value whose 128-bit hash equals that of a
+/// credential it has never seen. Two credentials of its own that collide would only share its
+/// own session.
+pub struct KeyHasher {
+    secret: [u8; SECRET_LEN],
+}
+
+impl KeyHasher {
+    pub fn new_random() -> Self {
+        // RandomState is seeded from the OS once per thread and then varied per instance,
+        // which is what std relies on against HashDoS; no extra dependency needed.
+        let state = RandomState::new();
+        Self::with_words(|i| state.hash_one(i))
+    }
+
+    /// A fixed secret derived from two words, for tests.
+    pub fn new_with_keys(k0: u64, k1: u64) -> Self {
+        // splitmix64: distinct, well-mixed words from any seed.
+        Self::with_words(|i| {
+            let mut z =
+                k0 ^ k1.rotate_left(32) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    }
+
+    fn with_words(word: impl Fn(usize) -> u64) -> Self {
+        let mut secret = [0u8; SECRET_LEN];
+        for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&word(i).to_le_bytes());
+        }
+        KeyHasher { secret }
+    }
+
+    /// The key of one answer. `scope` stands for the service and the location's settings that
+    /// change its answer ([`scope_of`]); `tag` says what kind of credential `name` and
+    /// `value` are (each check numbers its own, see [`Tag`]). The fields are laid out so
+    /// that no two inputs give the same bytes: a word holding the tag and the name's length,
+    /// the scope, the name, then the value up to the end (XXH3 covers the length too).
+    pub fn key(&self, scope: Scope, tag: Tag, name: &[u8], value: &[u8]) -> CacheKey {
+        let fixed = [
+            tag.0 as u64 | (name.len() as u64) << 8,
+            scope.0[0],
+            scope.0[1],
+        ];
+        let len = 24 + name.len() + value.len();
+        if len <= INLINE_LEN {
+            let mut buf = [0u8; INLINE_LEN];
+            for (chunk, word) in buf.chunks_exact_mut(8).zip(fixed) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            buf[24..24 + name.len()].copy_from_slice(name);
+            buf[24 + name.len()..len].copy_from_slice(value);
+            xxh3_128_with_secret(&buf[..len], &self.secret)
+        } else {
+            let mut h = Xxh3::with_secret(self.secret);
+            for word in fixed {
+                h.update(&word.to_le_bytes());
+            }
+            h.update(name);
+            h.update(value);
+            h.digest128()
+        }
+    }
+}
+
+/// What kind of credential a key was made from. The numbers of all checks are distinct, so
+/// that a cookie and a token with the same bytes never share an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag(pub u8);
+
+/// Stands for the service a check asks and the settings that change its answer (for
+/// sessions the whoami URL with its query, e.g. `tokenize_as`) in cache keys, so that
+/// locations asking different services, or asking for different things, never share an
+/// entry. Computed once per location when the configuration is read, so that a request does
+/// not hash it again; none of it is secret, so no key is needed.
+///
+/// Two words rather than a `u128`: it is kept in location configurations, which nginx
+/// allocates with 8-byte alignment, less than the 16 bytes a `u128` needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope([u64; 2]);
+
+pub fn scope_of(settings: &str) -> Scope {
+    let hash = xxh3_128(settings.as_bytes());
+    Scope([hash as u64, (hash >> 64) as u64])
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHasher { .. }")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: Tag = Tag(1);
+    const COOKIE: Tag = Tag(2);
+    const BEARER: Tag = Tag(3);
+
+    #[test]
+    fn key_is_deterministic_per_hasher() {
+        let h = KeyHasher::new_with_keys(1, 2);
+        let url = scope_of("http://kratos/sessions/whoami");
+        let k = h.key(url, COOKIE, b"c", b"v");
+        assert_eq!(k, h.key(url, COOKIE, b"c", b"v"));
+        assert_eq!(
+            k,
+            KeyHasher::new_with_keys(1, 2).key(url, COOKIE, b"c", b"v")
+        );
+        assert_ne!(
+            k,
+            KeyHasher::new_with_keys(1, 3).key(url, COOKIE, b"c", b"v")
+        );
+    }
+
+    #[test]
+    fn key_distinguishes_every_field() {
+        let h = KeyHasher::new_with_keys(0x0123_4567, 0x89ab_cdef);
+        let url = scope_of("http://kratos/sessions/whoami");
+        let keys = [
+            h.key(url, COOKIE, b"s", b"v"),
+            h.key(url, TOKEN, b"s", b"v"),
+            h.key(url, BEARER, b"s", b"v"),
+            h.key(url, COOKIE, b"t", b"v"),
+            h.key(url, COOKIE, b"s", b"w"),
+            h.key(scope_of("http://other/sessions/whoami"), COOKIE, b"s", b"v"),
+            h.key(
+                scope_of("http://kratos/sessions/whoami?tokenize_as=t"),
+                COOKIE,
+                b"s",
+                b"v",
+            ),
+            h.key(url, TOKEN, b"", b"v"),
+            h.key(url, BEARER, b"", b"v"),
+            // Field boundaries: moving bytes between name and value changes the key.
+            h.key(url, COOKIE, b"sv", b""),
+            h.key(url, COOKIE, b"", b"sv"),
+            // Values that differ only in trailing zero bytes or by whole padding blocks.
+            h.key(url, COOKIE, b"s", b"v\0"),
+            h.key(url, COOKIE, b"s", b"v\0\0\0\0\0\0\0\0"),
+            h.key(url, COOKIE, b"s", &[b'v'; 257]),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate() {
+                if i != j {
+                    assert_ne!(a, b, "keys {i} and {j} collide");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_inputs_hash_like_short_ones() {
+        // The streaming path must give what one call over the whole input gives, so a key does
+        // not depend on which path computed it.
+        let h = KeyHasher::new_with_keys(7, 9);
+        let scope = scope_of("http://kratos/sessions/whoami");
+        for len in [
+            0,
+            1,
+            200,
+            INLINE_LEN - 24 - 4,
+            INLINE_LEN - 24 - 3,
+            INLINE_LEN,
+            4096,
+        ] {
+            let value = vec![b'v'; len];
+            let mut whole = Vec::new();
+            whole.extend_from_slice(&(2u64 | 4 << 8).to_le_bytes());
+            whole.extend_from_slice(&scope.0[0].to_le_bytes());
+            whole.extend_from_slice(&scope.0[1].to_le_bytes());
+            whole.extend_from_slice(b"name");
+            whole.extend_from_slice(&value);
+            assert_eq!(
+                h.key(scope, COOKIE, b"name", &value),
+                xxh3_128_with_secret(&whole, &h.secret),
+                "value of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn scope_depends_on_the_whole_url() {
+        assert_eq!(
+            scope_of("http://kratos/sessions/whoami"),
+            scope_of("http://kratos/sessions/whoami")
+        );
+        assert_ne!(
+            scope_of("http://kratos/sessions/whoami"),
+            scope_of("http://kratos/sessions/whoami?tokenize_as=t")
+        );
+    }
+
+    #[test]
+    fn random_hashers_differ() {
+        let url = scope_of("http://kratos/sessions/whoami");
+        let a = KeyHasher::new_random().key(url, COOKIE, b"c", b"v");
+        let b = KeyHasher::new_random().key(url, COOKIE, b"c", b"v");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hasher_debug_hides_keys() {
+        let text = format!("{:?}", KeyHasher::new_with_keys(123_456_789, 987_654_321));
+        assert!(
+            !text.contains("123456789") && !text.contains("987654321"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The access-phase driver, in the shape of nginx's auth_request module.
+//!
+//! A checked request gets a context on its first visit, where every check the location asks
+//! for begins: it decides at once (a cache hit, no credential) or parks the request on a call.
+//! While any call is awaited the handler answers `NGX_AGAIN`; the last answer (or a timer)
+//! resumes the request, and the next visit turns the outcomes into one decision, applies it
+//! and counts it. Everything here runs on the nginx thread of a worker.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, Request};
+
+use super::conf::LocConf;
+use super::context::{self, RequestCtx};
+use super::log::{self, CHECKING_SESSION};
+use super::{session, status};
+use crate::check::decision::{Decision, Outcome};
+use crate::HttpOrySessionModule;
+
+/// The access-phase handler registered in postconfiguration.
+///
+/// # Safety
+/// Called by nginx with a valid request.
+pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: forwarded from nginx; a panic must never unwind into C.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { handle(r) })) {
+        Ok(rc) => rc,
+        Err(_) => {
+            log::outcome(
+                r,
+                &CHECKING_SESSION,
+                Outcome::Internal,
+                "internal error (panic)",
+            );
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    }
+}
+
+unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let request = Request::from_ngx_http_request(r);
+    let Some(lcf) = HttpOrySessionModule::location_conf(request) else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    // The checks run once per client request: subrequests inherit the main request's
+    // decision, as nginx's own access modules do.
+    let checks = CHECKS.iter().filter(|c| c.enabled(lcf));
+    if checks.clone().next().is_none() || r != (*r).main {
+        return NGX_DECLINED as ngx_int_t;
+    }
+
+    let ctx = match context::find(r) {
+        Some(ctx) => ctx,
+        None => {
+            let Some(ctx) = context::attach(r) else {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            };
+            for check in checks {
+                check.begin(r, lcf, ctx);
+            }
+            ctx
+        }
+    };
+    if ctx.is_waiting() {
+        return NGX_AGAIN as ngx_int_t;
+    }
+
+    let decision = decide(r, lcf, ctx);
+    if ctx.first_decision() {
+        if let Some(m) = status::metrics() {
+            m.session.decision(decision);
+        }
+    }
+    match decision.status() {
+        0 => NGX_OK as ngx_int_t,
+        status => status as ngx_int_t,
+    }
+}
+
+/// The one decision for the request: the first check that does not let it through decides.
+unsafe fn decide(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> Decision {
+    for check in CHECKS.iter().filter(|c| c.enabled(lcf)) {
+        match check.decide(r, lcf, ctx) {
+            Decision::Continue => {}
+            refused => return refused,
+        }
+    }
+    Decision::Continue
+}
+
+/// What the driver asks of each kind of check. Each is implemented in its own file beside
+/// this one, on the plain-Rust check of the same name.
+pub trait Check: Sync {
+    /// Whether the location asks for this check.
+    fn enabled(&self, lcf: &LocConf) -> bool;
+
+    /// The first visit of a request: records an outcome at once (a cache hit, no credential)
+    /// or parks the request on a call through a `Wait` of its context.
+    ///
+    /// # Safety
+    /// `r` is the live main request and `ctx` its context.
+    unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx);
+
+    /// Once nothing is awaited any more: what nginx does with the request, under the rules of
+    /// the current location (after an internal redirect, another location's).
+    ///
+    /// # Safety
+    /// `r` is the live main request and `ctx` its context.
+    unsafe fn decide(
+        &self,
+        r: *mut ngx_http_request_t,
+        lcf: &LocConf,
+        ctx: &mut RequestCtx,
+    ) -> Decision;
+}
+
+/// Every kind of check, in the order they run.
+static CHECKS: [&dyn Check; 1] = [&session::SessionCheck];

@@ -1,0 +1,602 @@
+//! Directives, configuration structures, merging and validation.
+//!
+//! Directives that nginx has a setter for use it (`ngx_conf_set_flag_slot`,
+//! `ngx_conf_set_msec_slot`, `ngx_conf_set_num_slot`, complex values), so their errors read
+//! exactly like nginx's own; custom setters parse only what nginx cannot (URLs, cookie names,
+//! template ids), or where nginx's error would not name the directive (`ory_session_aal`).
+//! nginx appends the file and line to every error.
+
+use core::ffi::{c_char, c_void, CStr};
+use core::mem::offset_of;
+use core::ptr;
+use std::sync::Arc;
+
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_post_handler_pt, ngx_conf_post_t, ngx_conf_set_flag_slot,
+    ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_t, ngx_flag_t,
+    ngx_http_complex_value_t, ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+
+use crate::check::key::{scope_of, Scope};
+use crate::session::credential::CookieMatch;
+use crate::session::whoami::whoami_url;
+use crate::HttpOrySessionModule;
+
+/// nginx's NGX_CONF_UNSET_UINT and NGX_CONF_UNSET_MSEC: `(type) -1`, which bindgen skips.
+const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+const NGX_CONF_UNSET_FLAG: ngx_flag_t = NGX_CONF_UNSET as ngx_flag_t;
+const NGX_CONF_UNSET_INT: ngx_int_t = NGX_CONF_UNSET as ngx_int_t;
+/// nginx's NGX_CONF_UNSET_PTR: `(void *) -1`.
+const NGX_CONF_UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
+
+pub const DEFAULT_COOKIE: &[u8] = b"ory_kratos_session";
+const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
+const DEFAULT_CACHE_SIZE: ngx_int_t = 10_000;
+const DEFAULT_CACHE_TTL_MS: ngx_msec_t = 60_000;
+const DEFAULT_NEGATIVE_TTL_MS: ngx_msec_t = 10_000;
+const DEFAULT_MAX_PENDING: ngx_int_t = 1_024;
+
+/// `http`-level settings: one cache and one set of limits per worker.
+pub struct MainConf {
+    /// `ory_session_cache_size`
+    pub cache_size: ngx_int_t,
+    /// `ory_session_max_pending`
+    pub max_pending: ngx_int_t,
+    /// The longest `ory_session_timeout` of any location: how long one shared call may run.
+    pub max_timeout: ngx_msec_t,
+    /// Set when `ory_session on` appears anywhere: workers only start the client runtime
+    /// when some location can use it.
+    pub enabled_somewhere: bool,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            cache_size: NGX_CONF_UNSET_INT,
+            max_pending: NGX_CONF_UNSET_INT,
+            max_timeout: DEFAULT_TIMEOUT_MS,
+            enabled_somewhere: false,
+        }
+    }
+}
+
+/// Where a directive was written, for errors reported after parsing (at merge time nginx's
+/// own position points at the end of the block).
+#[derive(Clone, Default)]
+pub struct Source {
+    file: String,
+    line: ngx_uint_t,
+}
+
+/// `http`, `server` and `location` settings, a part per kind of check.
+#[derive(Default)]
+pub struct LocConf {
+    pub session: SessionConf,
+}
+
+/// The `ory_session*` directives of one level.
+pub struct SessionConf {
+    /// `ory_session`
+    pub enable: ngx_flag_t,
+    enable_source: Source,
+    /// The whoami URL derived from `ory_session_kratos_url`.
+    kratos_base: Option<Arc<reqwest::Url>>,
+    /// What is called: the whoami URL with `tokenize_as` when set (filled in by merge).
+    pub whoami: Option<Arc<reqwest::Url>>,
+    /// `whoami` as it enters cache keys (filled in by merge).
+    pub scope: Scope,
+    pub cookie: Option<Arc<CookieMatch>>,
+    pub timeout: ngx_msec_t,
+    pub cache_ttl: ngx_msec_t,
+    pub negative_ttl: ngx_msec_t,
+    /// `ory_session_login_url`; null when unset.
+    pub login_url: *mut ngx_http_complex_value_t,
+    /// `ory_session_return_to`; null means "the request's own absolute URL".
+    pub return_to: *mut ngx_http_complex_value_t,
+    /// `ory_session_aal`: the least authenticator assurance level, 1 or 2.
+    pub aal: ngx_uint_t,
+    tokenize_as: Option<String>,
+    pub hide_credentials: ngx_flag_t,
+}
+
+impl Default for SessionConf {
+    fn default() -> Self {
+        SessionConf {
+            enable: NGX_CONF_UNSET_FLAG,
+            enable_source: Source::default(),
+            kratos_base: None,
+            whoami: None,
+            scope: Scope::default(),
+            cookie: None,
+            timeout: NGX_CONF_UNSET_MSEC,
+            cache_ttl: NGX_CONF_UNSET_MSEC,
+            negative_ttl: NGX_CONF_UNSET_MSEC,
+            login_url: NGX_CONF_UNSET_PTR.cast(),
+            return_to: NGX_CONF_UNSET_PTR.cast(),
+            aal: NGX_CONF_UNSET_UINT,
+            tokenize_as: None,
+            hide_credentials: NGX_CONF_UNSET_FLAG,
+        }
+    }
+}
+
+impl SessionConf {
+    pub fn enabled(&self) -> bool {
+        self.enable == 1
+    }
+
+    pub fn cookie(&self) -> &CookieMatch {
+        // merge_loc_conf always fills it in
+        self.cookie.as_deref().expect("merged ory_session_cookie")
+    }
+
+    fn merge(&mut self, prev: &SessionConf) {
+        if self.enable == NGX_CONF_UNSET_FLAG {
+            self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
+                0
+            } else {
+                prev.enable
+            };
+            self.enable_source = prev.enable_source.clone();
+        }
+        if self.kratos_base.is_none() {
+            self.kratos_base = prev.kratos_base.clone();
+        }
+        if self.cookie.is_none() {
+            self.cookie = match &prev.cookie {
+                Some(cookie) => Some(cookie.clone()),
+                None => Some(Arc::new(
+                    CookieMatch::parse(DEFAULT_COOKIE).expect("default cookie"),
+                )),
+            };
+        }
+        merge_ptr(&mut self.login_url, prev.login_url);
+        merge_ptr(&mut self.return_to, prev.return_to);
+        merge_uint(&mut self.aal, prev.aal, 1);
+        merge_flag(&mut self.hide_credentials, prev.hide_credentials, 0);
+        if self.tokenize_as.is_none() {
+            self.tokenize_as = prev.tokenize_as.clone();
+        }
+        // The whoami URL carries the token template, so that the cache key (built from the
+        // URL's scope) tells answers with and without a JWT apart.
+        self.whoami = match (&self.kratos_base, &self.tokenize_as) {
+            (Some(base), Some(template)) => {
+                let mut url = (**base).clone();
+                url.query_pairs_mut().append_pair("tokenize_as", template);
+                Some(Arc::new(url))
+            }
+            (base, None) => base.clone(),
+            (None, Some(_)) => None,
+        };
+        self.scope = self
+            .whoami
+            .as_ref()
+            .map_or_else(Default::default, |url| scope_of(url.as_str()));
+        merge_msec(&mut self.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
+        merge_msec(&mut self.cache_ttl, prev.cache_ttl, DEFAULT_CACHE_TTL_MS);
+        merge_msec(
+            &mut self.negative_ttl,
+            prev.negative_ttl,
+            DEFAULT_NEGATIVE_TTL_MS,
+        );
+    }
+}
+
+fn merge_ptr(conf: &mut *mut ngx_http_complex_value_t, prev: *mut ngx_http_complex_value_t) {
+    let unset: *mut ngx_http_complex_value_t = NGX_CONF_UNSET_PTR.cast();
+    if *conf == unset {
+        *conf = if prev == unset { ptr::null_mut() } else { prev };
+    }
+}
+
+/// nginx's `ngx_conf_merge_*_value` macros, which bindgen cannot see.
+fn merge<T: Copy + PartialEq>(conf: &mut T, prev: T, default: T, unset: T) {
+    if *conf == unset {
+        *conf = if prev == unset { default } else { prev };
+    }
+}
+
+fn merge_msec(conf: &mut ngx_msec_t, prev: ngx_msec_t, default: ngx_msec_t) {
+    merge(conf, prev, default, NGX_CONF_UNSET_MSEC);
+}
+
+fn merge_flag(conf: &mut ngx_flag_t, prev: ngx_flag_t, default: ngx_flag_t) {
+    merge(conf, prev, default, NGX_CONF_UNSET_FLAG);
+}
+
+fn merge_uint(conf: &mut ngx_uint_t, prev: ngx_uint_t, default: ngx_uint_t) {
+    merge(conf, prev, default, NGX_CONF_UNSET_UINT);
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` during configuration parsing.
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let pool = Pool::from_ngx_pool((*cf).pool);
+    pool.allocate(MainConf::default()).cast()
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` and the structure made by `create_main_conf`.
+pub unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    let conf = &mut *conf.cast::<MainConf>();
+    if conf.cache_size == NGX_CONF_UNSET_INT {
+        conf.cache_size = DEFAULT_CACHE_SIZE;
+    }
+    if conf.max_pending == NGX_CONF_UNSET_INT {
+        conf.max_pending = DEFAULT_MAX_PENDING;
+    }
+    NGX_CONF_OK
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` during configuration parsing.
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let pool = Pool::from_ngx_pool((*cf).pool);
+    pool.allocate(LocConf::default()).cast()
+}
+
+/// # Safety
+/// Called by nginx with a valid `cf` and two structures made by `create_loc_conf`.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let prev = &*prev.cast::<LocConf>();
+    let conf = &mut *conf.cast::<LocConf>();
+    conf.session.merge(&prev.session);
+    let session = &conf.session;
+    if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+        main.max_timeout = main.max_timeout.max(session.timeout);
+    }
+    if session.enabled() && session.whoami.is_none() {
+        // Worded like nginx's own `no "ssl_certificate" is defined ...` check.
+        ngx_log_error!(
+            NGX_LOG_EMERG,
+            (*cf).log,
+            "no \"ory_session_kratos_url\" is defined for the \"ory_session\" directive in {}:{}",
+            session.enable_source.file,
+            session.enable_source.line
+        );
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
+}
+
+/// The directive's arguments after its name.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    let all: &[ngx_str_t] = (*(*cf).args).as_slice();
+    &all[1..]
+}
+
+unsafe fn invalid_value(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    value: &ngx_str_t,
+    why: &str,
+) -> *mut c_char {
+    ngx_conf_log_error!(
+        NGX_LOG_EMERG,
+        cf,
+        "invalid value \"{}\" in \"{}\" directive, {}",
+        String::from_utf8_lossy(value.as_bytes()),
+        (*cmd).name.to_str().unwrap_or("ory_session"),
+        why
+    );
+    NGX_CONF_ERROR
+}
+
+const IS_DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
+
+/// `ory_session on | off`: nginx's flag setter, then what the merge and the workers need to
+/// know of it.
+unsafe extern "C" fn set_enable(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if rv != NGX_CONF_OK {
+        return rv;
+    }
+    let conf = &mut (*conf.cast::<LocConf>()).session;
+    let file = &(*(*cf).conf_file).file;
+    conf.enable_source = Source {
+        file: String::from_utf8_lossy(file.name.as_bytes()).into_owned(),
+        line: (*(*cf).conf_file).line,
+    };
+    if conf.enable == 1 {
+        if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+            main.enabled_somewhere = true;
+        }
+    }
+    NGX_CONF_OK
+}
+
+/// Shared by the directives parsed into an `Option`: refuses a second occurrence, and
+/// reports a value `parse` rejects with its reason.
+unsafe fn set_once<T>(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut Option<T>,
+    parse: impl FnOnce(&[u8]) -> Result<T, &'static str>,
+) -> *mut c_char {
+    if field.is_some() {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    match parse(value.as_bytes()) {
+        Ok(parsed) => {
+            *field = Some(parsed);
+            NGX_CONF_OK
+        }
+        Err(why) => invalid_value(cf, cmd, value, why),
+    }
+}
+
+unsafe extern "C" fn set_kratos_url(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).session.kratos_base;
+    set_once(cf, cmd, field, |value| {
+        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
+        whoami_url(text).map(Arc::new)
+    })
+}
+
+unsafe extern "C" fn set_cookie(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).session.cookie;
+    set_once(cf, cmd, field, |value| {
+        CookieMatch::parse(value).map(Arc::new)
+    })
+}
+
+unsafe extern "C" fn set_tokenize_as(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).session.tokenize_as;
+    set_once(cf, cmd, field, |value| {
+        // Kratos template ids are plain identifiers; anything else would only earn a 400.
+        let valid = !value.is_empty()
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+        if !valid {
+            return Err("a template id has only letters, digits, \"-\", \"_\" and \".\"");
+        }
+        Ok(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
+/// Post handler of `ory_session_timeout`: a zero timeout would fail every request.
+unsafe extern "C" fn positive_msec(
+    _cf: *mut ngx_conf_t,
+    _post: *mut c_void,
+    data: *mut c_void,
+) -> *mut c_char {
+    if *data.cast::<ngx_msec_t>() == 0 {
+        return c"must be greater than zero".as_ptr().cast_mut();
+    }
+    NGX_CONF_OK
+}
+
+static POSITIVE_MSEC: ngx_conf_post_t = ngx_conf_post_t {
+    post_handler: Some(positive_msec),
+};
+
+/// Post handler data of a number directive: nginx's own `ngx_conf_num_bounds_t` check does
+/// not name the directive in its error, this one does (nginx prefixes the message with it).
+#[repr(C)]
+struct Bounds {
+    post_handler: ngx_conf_post_handler_pt,
+    low: ngx_int_t,
+    high: ngx_int_t,
+    message: &'static CStr,
+}
+
+unsafe extern "C" fn within_bounds(
+    _cf: *mut ngx_conf_t,
+    post: *mut c_void,
+    data: *mut c_void,
+) -> *mut c_char {
+    let bounds = &*post.cast::<Bounds>();
+    let value = *data.cast::<ngx_int_t>();
+    if value < bounds.low || value > bounds.high {
+        return bounds.message.as_ptr().cast_mut();
+    }
+    NGX_CONF_OK
+}
+
+static CACHE_SIZE_BOUNDS: Bounds = Bounds {
+    post_handler: Some(within_bounds),
+    low: 0,
+    high: 10_000_000,
+    message: c"must be between 0 and 10000000",
+};
+
+static MAX_PENDING_BOUNDS: Bounds = Bounds {
+    post_handler: Some(within_bounds),
+    low: 1,
+    high: 10_000_000,
+    message: c"must be between 1 and 10000000",
+};
+
+/// `ory_session_aal aal1 | aal2`. nginx's enum setter does not name the directive in its
+/// error, so this one parses the two words itself.
+unsafe extern "C" fn set_aal(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).session.aal;
+    if *field != NGX_CONF_UNSET_UINT {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    *field = match value.as_bytes() {
+        b"aal1" => 1,
+        b"aal2" => 2,
+        _ => return invalid_value(cf, cmd, value, "it must be \"aal1\" or \"aal2\""),
+    };
+    NGX_CONF_OK
+}
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+type Setter = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// A directive of `http`, `server` and `location`, set into the location configuration.
+const fn loc(name: ngx_str_t, args: u32, set: Setter, offset: usize) -> ngx_command_t {
+    directive(
+        name,
+        ANY_LEVEL | args,
+        set,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        ptr::null_mut(),
+    )
+}
+
+/// A directive of `http` only, set into the main configuration.
+const fn main(name: ngx_str_t, set: Setter, offset: usize, post: *mut c_void) -> ngx_command_t {
+    directive(
+        name,
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        offset,
+        post,
+    )
+}
+
+const fn directive(
+    name: ngx_str_t,
+    type_: u32,
+    set: Setter,
+    conf: usize,
+    offset: usize,
+    post: *mut c_void,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf,
+        offset,
+        post,
+    }
+}
+
+const fn post_of<T>(post: *const T) -> *mut c_void {
+    post.cast_mut().cast()
+}
+
+/// Offsets of the session part of the location configuration.
+macro_rules! session {
+    ($field:ident) => {
+        offset_of!(LocConf, session) + offset_of!(SessionConf, $field)
+    };
+}
+
+pub static mut COMMANDS: [ngx_command_t; 15] = [
+    loc(
+        ngx_string!("ory_session"),
+        NGX_CONF_FLAG,
+        set_enable,
+        session!(enable),
+    ),
+    loc(
+        ngx_string!("ory_session_kratos_url"),
+        NGX_CONF_TAKE1,
+        set_kratos_url,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_session_cookie"),
+        NGX_CONF_TAKE1,
+        set_cookie,
+        0,
+    ),
+    ngx_command_t {
+        post: post_of(&raw const POSITIVE_MSEC),
+        ..loc(
+            ngx_string!("ory_session_timeout"),
+            NGX_CONF_TAKE1,
+            ngx_conf_set_msec_slot,
+            session!(timeout),
+        )
+    },
+    loc(
+        ngx_string!("ory_session_cache_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        session!(cache_ttl),
+    ),
+    loc(
+        ngx_string!("ory_session_cache_negative_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        session!(negative_ttl),
+    ),
+    main(
+        ngx_string!("ory_session_cache_size"),
+        ngx_conf_set_num_slot,
+        offset_of!(MainConf, cache_size),
+        post_of(&raw const CACHE_SIZE_BOUNDS),
+    ),
+    main(
+        ngx_string!("ory_session_max_pending"),
+        ngx_conf_set_num_slot,
+        offset_of!(MainConf, max_pending),
+        post_of(&raw const MAX_PENDING_BOUNDS),
+    ),
+    loc(ngx_string!("ory_session_aal"), NGX_CONF_TAKE1, set_aal, 0),
+    loc(
+        ngx_string!("ory_session_tokenize_as"),
+        NGX_CONF_TAKE1,
+        set_tokenize_as,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_session_hide_credentials"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        session!(hide_credentials),
+    ),
+    loc(
+        ngx_string!("ory_session_login_url"),
+        NGX_CONF_TAKE1,
+        ngx_http_set_complex_value_slot,
+        session!(login_url),
+    ),
+    loc(
+        ngx_string!("ory_session_return_to"),
+        NGX_CONF_TAKE1,
+        ngx_http_set_complex_value_slot,
+        session!(return_to),
+    ),
+    directive(
+        ngx_string!("ory_session_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        super::status::set_status,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0,
+        ptr::null_mut(),
+    ),
+    ngx_command_t::empty(),
+];

@@ -1,0 +1,50 @@
+//! Log lines of the checks, worded like nginx's own: "<what failed> while <doing what>",
+//! followed by nginx's own context (client, server, request, host).
+
+use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::{ngx_log_debug_mask, ngx_log_error};
+
+use crate::check::decision::Outcome;
+
+/// What a check is doing when it logs: its directive and the object it checks.
+pub struct Doing {
+    pub directive: &'static str,
+    pub checking: &'static str,
+}
+
+pub const CHECKING_SESSION: Doing = Doing {
+    directive: "ory_session",
+    checking: "session",
+};
+
+/// Logs why a request was refused or failed: refusals are the client's business and go to
+/// `info`, like nginx's own access-control modules; failures of a service or of the module
+/// are errors. `reason` never holds a credential.
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn outcome(r: *mut ngx_http_request_t, doing: &Doing, outcome: Outcome, reason: &str) {
+    let level = if outcome.is_failure() {
+        NGX_LOG_ERR
+    } else {
+        NGX_LOG_INFO
+    };
+    ngx_log_error!(
+        level,
+        (*(*r).connection).log,
+        "{}: {} while checking {}",
+        doing.directive,
+        reason,
+        doing.checking
+    );
+}
+
+/// Debug-level trace (nginx built `--with-debug`, `error_log ... debug`). Never given a
+/// credential value.
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn debug(r: *mut ngx_http_request_t, args: core::fmt::Arguments) {
+    let log = (*(*r).connection).log;
+    ngx_log_debug_mask!(DebugMask::Http, log, "{}", args);
+}

@@ -1,0 +1,512 @@
+//! The Kratos session check, as the access driver runs it.
+//!
+//! The first visit of a request finds its credential and either answers from the worker's
+//! cache or parks the request on a whoami call, shared with every request that missed the
+//! cache for the same key. The call's answer (or the request's timer) records the outcome and
+//! resumes the request; `decide` then applies the rules of the location: the required
+//! assurance level, login redirects for browsers, hidden credentials and the cookies Kratos
+//! sent.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_timeofday};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use tokio::task::AbortHandle;
+
+use super::access::Check;
+use super::conf::{LocConf, SessionConf};
+use super::context::{RequestCtx, Wait};
+use super::log::{self, CHECKING_SESSION};
+use super::{bridge, headers, request, status};
+use crate::check::cache::{Cache, CacheStatus, Lookup};
+use crate::check::decision::{Decision, Outcome};
+use crate::check::inflight::{CallId, InFlight, JoinError, Joined};
+use crate::check::key::KeyHasher;
+use crate::check::metrics::CheckMetrics;
+use crate::session::credential::{self, CredentialKind, OwnedCredential};
+use crate::session::model::{Answer, Session};
+use crate::session::{self, browser, whoami, WhoamiResult};
+
+/// The session check's part of a request's context.
+#[derive(Default)]
+pub struct SessionState {
+    /// The session behind the credential; the variables read it.
+    pub session: Option<Rc<Session>>,
+    pub cache_status: CacheStatus,
+    /// How long the whoami call took, for `$ory_session_kratos_time`; none on a cache hit.
+    pub kratos_ms: Option<u64>,
+    /// None until the check has ended.
+    outcome: Option<Outcome>,
+    /// Which credential the request carried, for `ory_session_hide_credentials`.
+    credential: Option<CredentialKind>,
+    /// `Set-Cookie` values from Kratos' answer (a refreshed session cookie).
+    set_cookie: Option<Rc<[String]>>,
+    /// Kratos' own step-up URL from a 403 answer.
+    redirect_browser_to: Option<Rc<str>>,
+    /// Credentials hidden and cookies added: done once, even if the phases run again.
+    applied: bool,
+    wait: Wait,
+}
+
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        if let Some(call) = self.wait.call {
+            let waiter: *mut Wait = &mut self.wait;
+            with_sessions(|s| s.detach(call, waiter));
+        }
+    }
+}
+
+/// A worker's sessions: the cache and the whoami calls in flight.
+struct Sessions {
+    cache: Cache<Rc<Session>>,
+    caching: bool,
+    hasher: KeyHasher,
+    calls: InFlight<*mut Wait, AbortHandle>,
+    /// How long one shared call may run: the longest `ory_session_timeout` of any location,
+    /// since requests with longer timeouts may join it; each request's timer ends its own
+    /// wait.
+    call_timeout: Duration,
+    last_shed_log_ms: u64,
+    reported_len: usize,
+    reported_evictions: u64,
+}
+
+impl Sessions {
+    /// Removes a parked request from its call; the last one to leave cancels it.
+    fn detach(&mut self, call: CallId, waiter: *mut Wait) {
+        if let Some(cancelled) = self.calls.detach(call, waiter) {
+            cancelled.handle.abort();
+            if let Some(m) = metrics() {
+                m.call_ended(None);
+            }
+        }
+    }
+
+    /// Reports this worker's cache size and evictions to the shared counters as changes.
+    fn report_cache(&mut self) {
+        let (len, evictions) = (self.cache.len(), self.cache.evictions());
+        if let Some(m) = metrics() {
+            m.cache_changed(
+                len as i64 - self.reported_len as i64,
+                evictions - self.reported_evictions,
+            );
+        }
+        (self.reported_len, self.reported_evictions) = (len, evictions);
+    }
+}
+
+thread_local! {
+    static SESSIONS: RefCell<Option<Sessions>> = const { RefCell::new(None) };
+}
+
+fn with_sessions<T>(f: impl FnOnce(&mut Sessions) -> T) -> Option<T> {
+    SESSIONS.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+fn metrics() -> Option<&'static CheckMetrics> {
+    status::metrics().map(|m| &m.session)
+}
+
+fn now_ms() -> u64 {
+    let tp = ngx_timeofday();
+    tp.sec as u64 * 1000 + tp.msec as u64
+}
+
+/// Sets up the worker's cache and call table; called from `init_process` once the bridge
+/// runs.
+pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
+    let sessions = Sessions {
+        cache: Cache::new(cache_size),
+        caching: cache_size > 0,
+        hasher: KeyHasher::new_random(),
+        calls: InFlight::new(max_pending),
+        call_timeout: Duration::from_millis(call_timeout_ms),
+        last_shed_log_ms: 0,
+        reported_len: 0,
+        reported_evictions: 0,
+    };
+    SESSIONS.with(|s| *s.borrow_mut() = Some(sessions));
+}
+
+pub fn shutdown_worker() {
+    SESSIONS.with(|s| {
+        if let Some(mut s) = s.borrow_mut().take() {
+            // This worker's entries leave the shared count with it.
+            s.cache = Cache::new(0);
+            s.report_cache();
+        }
+    });
+}
+
+pub struct SessionCheck;
+
+impl Check for SessionCheck {
+    fn enabled(&self, lcf: &LocConf) -> bool {
+        lcf.session.enabled()
+    }
+
+    unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
+        begin(r, lcf, ctx)
+    }
+
+    unsafe fn decide(
+        &self,
+        r: *mut ngx_http_request_t,
+        lcf: &LocConf,
+        ctx: &mut RequestCtx,
+    ) -> Decision {
+        decide(r, lcf, &mut ctx.session)
+    }
+}
+
+/// How the first visit of a request ended.
+enum Begun {
+    Decided,
+    /// Waits for this whoami call.
+    Waits(CallId),
+}
+
+/// The first visit of a request: decides at once (no credential, a cache hit, too many calls
+/// in flight) or parks the request on a whoami call.
+unsafe fn begin(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
+    let conf = &lcf.session;
+    let begun = find_answer(r, conf, &mut (*ctx).session);
+    if let Begun::Waits(call) = begun {
+        let wait = &raw mut (*ctx).session.wait;
+        Wait::park(wait, ctx, call, conf.timeout, on_timeout);
+    }
+}
+
+unsafe fn find_answer(
+    r: *mut ngx_http_request_t,
+    conf: &SessionConf,
+    state: &mut SessionState,
+) -> Begun {
+    // The bytes are checked on a cache miss only (see choose_credential).
+    let credential = match credential::choose_credential(request::headers(r), conf.cookie()) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return refuse(r, state, "no session credential in the request"),
+        Err(err) => return refuse(r, state, &err.to_string()),
+    };
+    state.credential = Some(credential.kind);
+    let waiter: *mut Wait = &mut state.wait;
+    let found = with_sessions(|sessions| {
+        let key = sessions.hasher.key(
+            conf.scope,
+            session::tag(credential.kind),
+            credential.cookie_name,
+            credential.value,
+        );
+        // BYPASS says that sessions are not reused here; rejections follow their own TTL.
+        let bypass = !sessions.caching || conf.cache_ttl == 0;
+        log::debug(
+            r,
+            format_args!(
+                "ory_session: {} found, cache {}",
+                credential.kind,
+                if bypass { "off" } else { "on" }
+            ),
+        );
+        let now = now_ms();
+        let lookup =
+            sessions
+                .cache
+                .lookup(key, now, conf.cache_ttl as u64, conf.negative_ttl as u64);
+        sessions.report_cache();
+        let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
+        if !cached {
+            if let Err(err) = credential.check_bytes() {
+                // Never cached, so this is no cache miss either.
+                return Err(err.to_string());
+            }
+        }
+        if !bypass {
+            if let Some(m) = metrics() {
+                m.cache_lookup(cached);
+            }
+        }
+        state.cache_status = match lookup {
+            Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
+            _ if bypass => CacheStatus::Bypass,
+            Lookup::Expired => CacheStatus::Expired,
+            Lookup::Miss => CacheStatus::Miss,
+        };
+        match lookup {
+            Lookup::Hit(session) => {
+                state.session = Some(session);
+                state.outcome = Some(Outcome::Allowed);
+                return Ok(Begun::Decided);
+            }
+            Lookup::NegativeHit => {
+                return Ok(decided(
+                    r,
+                    state,
+                    Outcome::Unauthenticated,
+                    "Kratos rejected the session (cached)",
+                ));
+            }
+            Lookup::Expired | Lookup::Miss => {}
+        }
+
+        let call_timeout = sessions.call_timeout;
+        let joined = sessions.calls.join_or_start(key, waiter, now, |id| {
+            let Some(url) = conf.whoami.clone() else {
+                return None; // merge_loc_conf refuses `ory_session on` without a URL
+            };
+            let credential = OwnedCredential::from(&credential);
+            bridge::spawn(
+                id,
+                move |client| async move {
+                    whoami::whoami(&client, &url, &credential, call_timeout).await
+                },
+                on_whoami_done,
+            )
+        });
+        Ok(match joined {
+            Ok(Joined::Started(id)) => {
+                if let Some(m) = metrics() {
+                    m.call_started();
+                }
+                log::debug(r, format_args!("ory_session: whoami call #{id} started"));
+                Begun::Waits(id)
+            }
+            Ok(Joined::Shared(id)) => {
+                log::debug(r, format_args!("ory_session: joined whoami call #{id}"));
+                Begun::Waits(id)
+            }
+            Err(JoinError::Full) => shed(r, sessions, state),
+            Err(JoinError::NotStarted) => not_running(r, state),
+        })
+    });
+    match found {
+        Some(Ok(begun)) => begun,
+        Some(Err(invalid)) => refuse(r, state, &invalid),
+        None => not_running(r, state),
+    }
+}
+
+unsafe fn decided(
+    r: *mut ngx_http_request_t,
+    state: &mut SessionState,
+    outcome: Outcome,
+    reason: &str,
+) -> Begun {
+    log::outcome(r, &CHECKING_SESSION, outcome, reason);
+    state.outcome = Some(outcome);
+    Begun::Decided
+}
+
+/// A refusal decided without asking Kratos (no credential, or one that cannot be valid).
+unsafe fn refuse(r: *mut ngx_http_request_t, state: &mut SessionState, reason: &str) -> Begun {
+    decided(r, state, Outcome::Unauthenticated, reason)
+}
+
+unsafe fn not_running(r: *mut ngx_http_request_t, state: &mut SessionState) -> Begun {
+    decided(
+        r,
+        state,
+        Outcome::Internal,
+        "the Kratos client is not running in this worker",
+    )
+}
+
+/// Too many calls in flight: answer 503 at once instead of queueing without bound. The log
+/// line is limited to one a second, since a flood is exactly when it would repeat.
+unsafe fn shed(
+    r: *mut ngx_http_request_t,
+    sessions: &mut Sessions,
+    state: &mut SessionState,
+) -> Begun {
+    let now = now_ms();
+    if now.saturating_sub(sessions.last_shed_log_ms) >= 1000 {
+        sessions.last_shed_log_ms = now;
+        let reason = format!(
+            "{} whoami calls already in flight (ory_session_max_pending), request refused",
+            sessions.calls.len()
+        );
+        log::outcome(r, &CHECKING_SESSION, Outcome::Unavailable, &reason);
+    }
+    state.outcome = Some(Outcome::Unavailable);
+    Begun::Decided
+}
+
+/// Called by the bridge, on the nginx thread, for every finished whoami call.
+fn on_whoami_done(id: CallId, result: WhoamiResult) {
+    let (outcome, reason) = session::judge(&result);
+    with_sessions(|sessions| {
+        // Gone when every waiter left first (and the call was cancelled).
+        let Some(call) = sessions.calls.complete(id) else {
+            return;
+        };
+        let now = now_ms();
+        let kratos_ms = now.saturating_sub(call.started_ms);
+        if let Some(m) = metrics() {
+            m.call_ended(Some(kratos_ms));
+        }
+        let mut set_cookie: Option<Rc<[String]>> = None;
+        let mut redirect_browser_to: Option<Rc<str>> = None;
+        let session = match result {
+            Ok(Answer::Active {
+                session,
+                cache_for_ms,
+                set_cookie: cookies,
+            }) => {
+                let until = session::cache_until(&session, cache_for_ms, now);
+                let session = Rc::new(session);
+                sessions.cache.insert(call.key, session.clone(), now, until);
+                if !cookies.is_empty() {
+                    set_cookie = Some(cookies.into());
+                }
+                Some(session)
+            }
+            Ok(Answer::Unauthenticated { .. }) => {
+                sessions.cache.insert_negative(call.key, now);
+                None
+            }
+            Ok(Answer::AalRequired {
+                redirect_browser_to: url,
+            }) => {
+                redirect_browser_to = url.map(Into::into);
+                None
+            }
+            Err(_) => None,
+        };
+        sessions.report_cache();
+
+        for waiter in call.waiters {
+            // SAFETY: a wait is in a call's waiter list only while its context is alive: the
+            // context's drop detaches it.
+            unsafe {
+                let ctx = (*waiter).ctx;
+                let r = (*ctx).request;
+                log::debug(
+                    r,
+                    format_args!("ory_session: whoami call #{id} done: {outcome:?}"),
+                );
+                let state = &mut (*ctx).session;
+                state.outcome = Some(outcome);
+                state.session = session.clone();
+                state.set_cookie = set_cookie.clone();
+                state.kratos_ms = Some(kratos_ms);
+                state.redirect_browser_to = redirect_browser_to.clone();
+                if outcome != Outcome::Allowed {
+                    log::outcome(r, &CHECKING_SESSION, outcome, &reason);
+                }
+                Wait::unpark(waiter);
+            }
+        }
+    });
+}
+
+/// The request waited longer than `ory_session_timeout`.
+unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the timer's data is the wait `Wait::park` armed it for, which is alive:
+        // dropping it removes the timer.
+        unsafe {
+            let wait = (*ev).data.cast::<Wait>();
+            let Some(call) = (*wait).call else { return };
+            let started = with_sessions(|sessions| {
+                let started = sessions.calls.get(call).map(|c| c.started_ms);
+                sessions.detach(call, wait);
+                started
+            })
+            .flatten();
+            let ctx = (*wait).ctx;
+            (*ctx).session.kratos_ms = started.map(|t| now_ms().saturating_sub(t));
+            (*ctx).session.outcome = Some(Outcome::Timeout);
+            log::outcome(
+                (*ctx).request,
+                &CHECKING_SESSION,
+                Outcome::Timeout,
+                "Kratos did not answer within ory_session_timeout",
+            );
+            Wait::unpark(wait);
+        }
+    }));
+}
+
+/// What nginx does with the request once the check has ended, under the rules of the
+/// current location (after an internal redirect, another location's).
+///
+unsafe fn decide(r: *mut ngx_http_request_t, lcf: &LocConf, state: &mut SessionState) -> Decision {
+    let conf = &lcf.session;
+    let Some(outcome) = state.outcome else {
+        return Decision::Refuse(Outcome::Internal);
+    };
+    match outcome {
+        Outcome::Allowed => {
+            let aal = state.session.as_ref().map_or("", |s| &s.aal);
+            if !session::meets_aal(aal, conf.aal as u8) {
+                if !state.applied {
+                    state.applied = true;
+                    let reason = format!(
+                        "session authenticator assurance level \"{aal}\" is below the required \"aal{}\"",
+                        conf.aal
+                    );
+                    log::outcome(r, &CHECKING_SESSION, Outcome::Forbidden, &reason);
+                }
+                return redirect_or(r, conf, Some("aal2"), None, Outcome::Forbidden);
+            }
+            if !state.applied {
+                state.applied = true;
+                if conf.hide_credentials == 1 {
+                    if let Some(kind) = state.credential {
+                        headers::hide_credentials(r, kind, conf.cookie());
+                    }
+                }
+                for cookie in state.set_cookie.iter().flat_map(|c| c.iter()) {
+                    if headers::add_header_out(r, "Set-Cookie", cookie.as_bytes()).is_none() {
+                        return Decision::Refuse(Outcome::Internal);
+                    }
+                }
+            }
+            Decision::Continue
+        }
+        Outcome::Unauthenticated => redirect_or(r, conf, None, None, outcome),
+        Outcome::Forbidden => {
+            let kratos_url = state.redirect_browser_to.clone();
+            redirect_or(r, conf, Some("aal2"), kratos_url.as_deref(), outcome)
+        }
+        other => Decision::Refuse(other),
+    }
+}
+
+/// A browser navigation goes to the login page (`ory_session_login_url`, or for a step-up
+/// the URL Kratos named), with `return_to` set; any other client gets the plain refusal.
+unsafe fn redirect_or(
+    r: *mut ngx_http_request_t,
+    conf: &SessionConf,
+    aal: Option<&str>,
+    kratos_url: Option<&str>,
+    outcome: Outcome,
+) -> Decision {
+    let refused = Decision::Refuse(outcome);
+    if !request::header(r, b"accept").is_some_and(browser::prefers_html) {
+        return refused;
+    }
+    let login = if conf.login_url.is_null() {
+        match kratos_url {
+            Some(url) => url.to_owned(),
+            None => return refused,
+        }
+    } else {
+        match request::complex_value(r, conf.login_url) {
+            Some(url) if !url.is_empty() => String::from_utf8_lossy(&url).into_owned(),
+            _ => return refused,
+        }
+    };
+    let return_to = if conf.return_to.is_null() {
+        request::own_url(r)
+    } else {
+        request::complex_value(r, conf.return_to).unwrap_or_default()
+    };
+    let location = browser::login_location(&login, &return_to, aal);
+    if headers::add_header_out(r, "Location", location.as_bytes()).is_none() {
+        return Decision::Refuse(Outcome::Internal);
+    }
+    Decision::Redirect
+}

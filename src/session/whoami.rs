@@ -1,0 +1,549 @@
+//! The Kratos `/sessions/whoami` call: the URL, the client and one request with the
+//! credential and nothing else. Runs on the worker's client thread and in unit tests alike.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE};
+
+use super::credential::{CredentialKind, OwnedCredential};
+use super::model::{decode_response, Answer, KratosError};
+use crate::check::text::header_safe;
+use crate::check::MAX_ANSWER_LEN;
+
+/// `base` is the configured Kratos public URL; a path prefix (Ory Network's `/.ory`, a
+/// reverse proxy's `/kratos/`) is kept. Errors are short phrases for `nginx -t`.
+pub fn whoami_url(base: &str) -> Result<reqwest::Url, &'static str> {
+    // "kratos:4433" parses as a URL of scheme "kratos", "127.0.0.1:4433" not at all.
+    if !base.contains("://") {
+        return Err("the scheme is missing (http:// or https://)");
+    }
+    let mut url = reqwest::Url::parse(base).map_err(|_| "invalid URL")?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err("scheme must be http or https");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("URL has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("URL must not contain a user name or password");
+    }
+    if url.query().is_some() {
+        return Err("URL must not contain a query");
+    }
+    if url.fragment().is_some() {
+        return Err("URL must not contain a fragment");
+    }
+    let path = format!("{}/sessions/whoami", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url)
+}
+
+/// One whoami call with `credential` and nothing else from the client's request. `url` is
+/// used as given, so a caller may add a query (e.g. `tokenize_as`). `timeout` bounds the
+/// whole call, body included.
+pub async fn whoami(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    credential: &OwnedCredential,
+    timeout: Duration,
+) -> Result<Answer, KratosError> {
+    tokio::time::timeout(timeout, call(client, url, credential))
+        .await
+        .unwrap_or(Err(KratosError::Timeout))
+}
+
+async fn call(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    credential: &OwnedCredential,
+) -> Result<Answer, KratosError> {
+    let (name, value) = match credential.kind {
+        CredentialKind::SessionToken => (
+            HeaderName::from_static("x-session-token"),
+            credential.value.clone(),
+        ),
+        CredentialKind::Cookie => (
+            COOKIE,
+            format!("{}={}", credential.cookie_name, credential.value),
+        ),
+        CredentialKind::Bearer => (AUTHORIZATION, format!("Bearer {}", credential.value)),
+    };
+    let mut value = HeaderValue::try_from(value)
+        .map_err(|_| KratosError::Unreachable("credential is not a valid header value".into()))?;
+    // Keeps the value out of HTTP/2 header compression tables and reqwest's debug output.
+    value.set_sensitive(true);
+
+    let mut response = client
+        .get(url.clone())
+        .header(ACCEPT, "application/json")
+        .header(name, value)
+        .send()
+        .await
+        .map_err(transport_error)?;
+
+    let status = response.status().as_u16();
+    let headers = response.headers();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = text(CONTENT_TYPE.as_str());
+    let cache_for = text("ory-session-cache-for");
+    let set_cookie = if status == 200 {
+        headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    // Only a 200 needs its body; for the others the status is the answer, and a body that
+    // is too large or breaks off only costs the 403 its redirect hint.
+    let body = match read_body(&mut response).await {
+        Ok(body) => body,
+        Err(e) if status == 200 => return Err(e),
+        Err(_) => Vec::new(),
+    };
+    decode_response(
+        status,
+        content_type.as_deref(),
+        cache_for.as_deref(),
+        set_cookie,
+        &body,
+        now_unix_ms(),
+    )
+}
+
+async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, KratosError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER_LEN as u64)
+    {
+        return Err(KratosError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_ANSWER_LEN {
+            return Err(KratosError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// reqwest's own Display names the URL; describe the innermost cause instead.
+fn transport_error(e: reqwest::Error) -> KratosError {
+    if e.is_timeout() {
+        return KratosError::Timeout;
+    }
+    let e = e.without_url();
+    let mut why = None;
+    let mut source = std::error::Error::source(&e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // An OS error is best described by its kind ("connection refused"); a custom
+            // one (TLS, DNS) by its message.
+            why = Some(match io.raw_os_error() {
+                Some(_) => io.kind().to_string(),
+                None => io.to_string(),
+            });
+            break;
+        }
+        why = Some(err.to_string());
+        source = err.source();
+    }
+    let mut why = why.unwrap_or_else(|| e.to_string());
+    if why.len() > 200 {
+        let mut end = 200;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+    }
+    KratosError::Unreachable(header_safe(&why).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::client::build_client;
+    use crate::session::model::tests::FULL_BODY;
+
+    #[test]
+    fn whoami_url_cases() {
+        let ok = [
+            ("http://kratos:4433", "http://kratos:4433/sessions/whoami"),
+            ("http://kratos:4433/", "http://kratos:4433/sessions/whoami"),
+            (
+                "https://auth.example.com",
+                "https://auth.example.com/sessions/whoami",
+            ),
+            (
+                "https://x.projects.oryapis.com/.ory",
+                "https://x.projects.oryapis.com/.ory/sessions/whoami",
+            ),
+            (
+                "https://x.example.com/.ory/",
+                "https://x.example.com/.ory/sessions/whoami",
+            ),
+            (
+                "http://127.0.0.1:4433//",
+                "http://127.0.0.1:4433/sessions/whoami",
+            ),
+            (
+                "http://[::1]:4433/kratos/public",
+                "http://[::1]:4433/kratos/public/sessions/whoami",
+            ),
+            ("HTTP://Kratos", "http://kratos/sessions/whoami"),
+        ];
+        for (base, want) in ok {
+            assert_eq!(whoami_url(base).unwrap().as_str(), want, "{base}");
+        }
+        const MISSING: &str = "the scheme is missing (http:// or https://)";
+        let bad = [
+            ("", MISSING),
+            ("kratos:4433", MISSING),
+            ("127.0.0.1:4433", MISSING),
+            ("kratos", MISSING),
+            ("/sessions", MISSING),
+            ("http://", "invalid URL"),
+            ("http://exa mple.com", "invalid URL"),
+            ("ftp://kratos", "scheme must be http or https"),
+            ("unix:/run/kratos.sock", MISSING),
+            ("unix:///run/kratos.sock", "scheme must be http or https"),
+            (
+                "http://user:pw@kratos",
+                "URL must not contain a user name or password",
+            ),
+            (
+                "http://user@kratos",
+                "URL must not contain a user name or password",
+            ),
+            ("http://kratos/?a=b", "URL must not contain a query"),
+            ("http://kratos/?", "URL must not contain a query"),
+            ("http://kratos/#x", "URL must not contain a fragment"),
+        ];
+        for (base, want) in bad {
+            assert_eq!(whoami_url(base).unwrap_err(), want, "{base}");
+        }
+    }
+
+    mod client {
+        use super::*;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpListener;
+
+        const LONG: Duration = Duration::from_secs(10);
+
+        fn future_body() -> String {
+            FULL_BODY.replace("2026-07-30T09:30:36.741152Z", "2999-01-01T00:00:00Z")
+        }
+
+        fn token(value: &str) -> OwnedCredential {
+            OwnedCredential {
+                kind: CredentialKind::SessionToken,
+                cookie_name: String::new(),
+                value: value.into(),
+            }
+        }
+
+        /// Serves one connection: reads the request head, answers with `head` followed by
+        /// `body` parts written `pause` apart, and returns the request head it read.
+        async fn serve(
+            head: String,
+            body: Vec<Vec<u8>>,
+            pause: Duration,
+        ) -> (reqwest::Url, tokio::task::JoinHandle<String>) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let task = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                socket.write_all(head.as_bytes()).await.unwrap();
+                for part in body {
+                    tokio::time::sleep(pause).await;
+                    if socket.write_all(&part).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = socket.shutdown().await;
+                String::from_utf8(request).unwrap()
+            });
+            (whoami_url(&base).unwrap(), task)
+        }
+
+        fn head_200(len: usize) -> String {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
+                 Ory-Session-Cache-For: 30\r\nSet-Cookie: ory_kratos_session=new; Path=/\r\n\
+                 Connection: close\r\n\r\n"
+            )
+        }
+
+        /// Header names of a request head, lowercased, and the value of `want`.
+        fn header_names(request: &str) -> Vec<String> {
+            request
+                .split("\r\n")
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
+                .collect()
+        }
+
+        fn header<'a>(request: &'a str, want: &str) -> Option<&'a str> {
+            request.split("\r\n").skip(1).find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(want).then(|| v.trim())
+            })
+        }
+
+        #[tokio::test]
+        async fn sends_only_the_session_token() {
+            let body = future_body();
+            let (url, server) =
+                serve(head_200(body.len()), vec![body.into()], Duration::ZERO).await;
+            let client = build_client().unwrap();
+            let answer = whoami(&client, &url, &token("ory_st_abc"), LONG)
+                .await
+                .unwrap();
+            let request = server.await.unwrap();
+
+            assert!(
+                request.starts_with("GET /sessions/whoami HTTP/1.1\r\n"),
+                "{request}"
+            );
+            let mut names = header_names(&request);
+            names.sort();
+            assert_eq!(names, ["accept", "host", "x-session-token"], "{request}");
+            assert_eq!(header(&request, "x-session-token"), Some("ory_st_abc"));
+            assert_eq!(header(&request, "accept"), Some("application/json"));
+
+            let Answer::Active {
+                session,
+                cache_for_ms,
+                set_cookie,
+            } = answer
+            else {
+                panic!("{answer:?}");
+            };
+            assert_eq!(&*session.user_id, "bf32596a-f853-47c4-91e6-a3f41cf4949d");
+            assert_eq!(cache_for_ms, Some(30_000));
+            assert_eq!(set_cookie, ["ory_kratos_session=new; Path=/"]);
+        }
+
+        #[tokio::test]
+        async fn sends_only_the_session_cookie() {
+            let body = future_body();
+            let (url, server) =
+                serve(head_200(body.len()), vec![body.into()], Duration::ZERO).await;
+            let credential = OwnedCredential {
+                kind: CredentialKind::Cookie,
+                cookie_name: "ory_session_acme".into(),
+                value: "MTY5abc==".into(),
+            };
+            let client = build_client().unwrap();
+            whoami(&client, &url, &credential, LONG).await.unwrap();
+            let request = server.await.unwrap();
+            let mut names = header_names(&request);
+            names.sort();
+            assert_eq!(names, ["accept", "cookie", "host"], "{request}");
+            assert_eq!(
+                header(&request, "cookie"),
+                Some("ory_session_acme=MTY5abc==")
+            );
+        }
+
+        #[tokio::test]
+        async fn sends_only_the_bearer_token() {
+            let body = future_body();
+            let (url, server) =
+                serve(head_200(body.len()), vec![body.into()], Duration::ZERO).await;
+            let credential = OwnedCredential {
+                kind: CredentialKind::Bearer,
+                cookie_name: String::new(),
+                value: "ory_st_xyz".into(),
+            };
+            let client = build_client().unwrap();
+            whoami(&client, &url, &credential, LONG).await.unwrap();
+            let request = server.await.unwrap();
+            let mut names = header_names(&request);
+            names.sort();
+            assert_eq!(names, ["accept", "authorization", "host"], "{request}");
+            assert_eq!(header(&request, "authorization"), Some("Bearer ory_st_xyz"));
+        }
+
+        #[tokio::test]
+        async fn keeps_the_url_path_and_query() {
+            let body = future_body();
+            let (mut url, server) =
+                serve(head_200(body.len()), vec![body.into()], Duration::ZERO).await;
+            let base = format!("{}/.ory", url.origin().ascii_serialization());
+            url = whoami_url(&base).unwrap();
+            url.query_pairs_mut()
+                .append_pair("tokenize_as", "jwt_example");
+            whoami(&build_client().unwrap(), &url, &token("t"), LONG)
+                .await
+                .unwrap();
+            let request = server.await.unwrap();
+            assert!(
+                request.starts_with("GET /.ory/sessions/whoami?tokenize_as=jwt_example HTTP/1.1"),
+                "{request}"
+            );
+        }
+
+        #[tokio::test]
+        async fn unauthenticated_401() {
+            let body = r#"{"error":{"code":401}}"#;
+            let head = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nOry-Session-Cache-For: 60\r\n\r\n",
+                body.len()
+            );
+            let (url, _server) = serve(head, vec![body.into()], Duration::ZERO).await;
+            let answer = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(
+                answer.unwrap(),
+                Answer::Unauthenticated {
+                    reason: "Kratos rejected the session"
+                }
+            );
+        }
+
+        #[tokio::test]
+        async fn rate_limited_and_server_error() {
+            let head = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n".to_string();
+            let (url, _server) = serve(head, vec![], Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(r.unwrap_err(), KratosError::RateLimited);
+
+            let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\n".to_string();
+            let (url, _server) = serve(head, vec![b"oops!".to_vec()], Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(r.unwrap_err(), KratosError::Status(503));
+        }
+
+        #[tokio::test]
+        async fn redirects_are_not_followed() {
+            let head = "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/steal\r\n\
+                        Content-Length: 0\r\n\r\n"
+                .to_string();
+            let (url, _server) = serve(head, vec![], Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(r.unwrap_err(), KratosError::Status(302));
+        }
+
+        #[tokio::test]
+        async fn oversize_content_length() {
+            let (url, _server) = serve(head_200(MAX_ANSWER_LEN + 1), vec![], Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(r.unwrap_err(), KratosError::TooLarge);
+        }
+
+        #[tokio::test]
+        async fn oversize_chunked_body() {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+                .to_string();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            let parts = vec![framed; MAX_ANSWER_LEN / chunk.len() + 2];
+            let (url, _server) = serve(head, parts, Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert_eq!(r.unwrap_err(), KratosError::TooLarge);
+        }
+
+        #[tokio::test]
+        async fn body_at_the_limit_is_read() {
+            let mut body = future_body().into_bytes();
+            body.resize(MAX_ANSWER_LEN, b' ');
+            let (url, _server) = serve(head_200(body.len()), vec![body], Duration::ZERO).await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            assert!(matches!(r, Ok(Answer::Active { .. })), "{r:?}");
+        }
+
+        #[tokio::test]
+        async fn slow_body_times_out() {
+            let body = future_body();
+            let (first, rest) = body.split_at(10);
+            let (url, _server) = serve(
+                head_200(body.len()),
+                vec![first.into(), rest.into()],
+                Duration::from_secs(5),
+            )
+            .await;
+            let started = std::time::Instant::now();
+            let r = whoami(
+                &build_client().unwrap(),
+                &url,
+                &token("t"),
+                Duration::from_millis(200),
+            )
+            .await;
+            assert_eq!(r.unwrap_err(), KratosError::Timeout);
+            assert!(started.elapsed() < Duration::from_secs(3));
+        }
+
+        #[tokio::test]
+        async fn refused_port_is_unreachable() {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            drop(listener);
+            let mut url = whoami_url(&base).unwrap();
+            url.query_pairs_mut().append_pair("tokenize_as", "tmpl");
+            let r = whoami(&build_client().unwrap(), &url, &token("s3cr3t"), LONG).await;
+            let err = r.unwrap_err();
+            assert_eq!(err, KratosError::Unreachable("connection refused".into()));
+            let text = err.to_string();
+            assert_eq!(text, "Kratos is unreachable (connection refused)");
+            for leak in ["127.0.0.1", "whoami", "tmpl", "s3cr3t"] {
+                assert!(!text.contains(leak), "{text}");
+            }
+        }
+
+        #[tokio::test]
+        async fn connection_closed_mid_body_is_unreachable() {
+            let body = future_body();
+            let (url, _server) = serve(
+                head_200(body.len()),
+                vec![body.as_bytes()[..20].to_vec()],
+                Duration::ZERO,
+            )
+            .await;
+            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let Err(KratosError::Unreachable(why)) = r else {
+                panic!("{r:?}");
+            };
+            assert!(!why.contains("127.0.0.1"), "{why}");
+        }
+
+        #[tokio::test]
+        async fn invalid_credential_is_not_sent() {
+            let credential = token("bad\r\nvalue");
+            let url = whoami_url("http://127.0.0.1:1").unwrap();
+            let r = whoami(&build_client().unwrap(), &url, &credential, LONG).await;
+            let err = r.unwrap_err();
+            assert!(matches!(err, KratosError::Unreachable(_)));
+            assert!(!err.to_string().contains("bad"));
+        }
+    }
+}
