@@ -214,6 +214,13 @@ pub fn decode_response(
             "content type is not application/json".into(),
         ));
     }
+    // A derived Deserialize also reads a struct from a JSON array, by position: a session is
+    // an object, and anything else is not Kratos talking.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(KratosError::Malformed(
+            "the session is not a JSON object".into(),
+        ));
+    }
     let wire: WireSession = serde_json::from_slice(body).map_err(json_error)?;
 
     let id = wire.id.ok_or_else(|| missing("id"))?;
@@ -668,13 +675,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_session_must_be_an_object() {
+        // Positional: id, active, expires_at, authenticated_at, aal, identity.
+        let array = r#"["s", true, "2999-01-01T00:00:00Z", null, "aal1", ["u"]]"#;
+        assert_eq!(
+            malformed(decode_200(array)),
+            "the session is not a JSON object"
+        );
+        assert_eq!(
+            malformed(decode_200(" []")),
+            "the session is not a JSON object"
+        );
+        assert!(decode_200(&format!("\n {}", minimal(""))).is_ok());
+    }
+
+    #[test]
     fn truncated_and_invalid_json() {
         let truncated = &FULL_BODY[..FULL_BODY.len() / 2];
         let why = malformed(decode_200(truncated));
         assert!(why.starts_with("unexpected end of input"), "{why}");
         assert!(malformed(decode_200("")).starts_with("unexpected end of input"));
         assert!(malformed(decode_200("<html>")).starts_with("syntax error"));
-        assert!(malformed(decode_200("[]")).starts_with("unexpected value"));
         assert!(malformed(decode_200("null")).starts_with("unexpected value"));
         let why = malformed(decode_200(&format!("{FULL_BODY} trailing")));
         assert!(why.starts_with("syntax error"), "{why}");
