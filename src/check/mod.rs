@@ -4,6 +4,7 @@
 //! find a credential, whom to ask and what the answer means.
 
 pub mod cache;
+pub mod call;
 pub mod client;
 pub mod decision;
 pub mod inflight;

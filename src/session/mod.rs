@@ -11,13 +11,20 @@ pub mod whoami;
 #[cfg(test)]
 mod proptests;
 
+use crate::check::call::{CallError, Service};
 use crate::check::decision::Outcome;
 use crate::check::key::Tag;
 use credential::CredentialKind;
-use model::{Answer, KratosError, Session};
+use model::{Answer, Session};
 
 /// What one whoami call returns.
-pub type WhoamiResult = Result<Answer, KratosError>;
+pub type WhoamiResult = Result<Answer, CallError>;
+
+/// Kratos, as log lines name it.
+pub const KRATOS: Service = Service {
+    name: "Kratos",
+    timeout_directive: "ory_session_timeout",
+};
 
 /// The cache key tag of each kind of session credential.
 pub fn tag(kind: CredentialKind) -> Tag {
@@ -38,17 +45,7 @@ pub fn judge(result: &WhoamiResult) -> (Outcome, String) {
             Outcome::Forbidden,
             "Kratos requires a higher authenticator assurance level".to_owned(),
         ),
-        Err(err) => {
-            let outcome = match err {
-                KratosError::Timeout => Outcome::Timeout,
-                KratosError::RateLimited => Outcome::Unavailable,
-                KratosError::Unreachable(_)
-                | KratosError::Status(_)
-                | KratosError::Malformed(_)
-                | KratosError::TooLarge => Outcome::BadGateway,
-            };
-            (outcome, err.to_string())
-        }
+        Err(err) => (err.outcome(), err.describe(&KRATOS)),
     }
 }
 
@@ -95,17 +92,17 @@ mod tests {
 
     #[test]
     fn kratos_failures_map_to_gateway_errors() {
-        assert_eq!(outcome(Err(KratosError::RateLimited)), Outcome::Unavailable);
-        assert_eq!(outcome(Err(KratosError::Timeout)), Outcome::Timeout);
-        assert_eq!(outcome(Err(KratosError::Status(500))), Outcome::BadGateway);
-        assert_eq!(outcome(Err(KratosError::Status(404))), Outcome::BadGateway);
-        assert_eq!(outcome(Err(KratosError::TooLarge)), Outcome::BadGateway);
+        assert_eq!(outcome(Err(CallError::RateLimited)), Outcome::Unavailable);
+        assert_eq!(outcome(Err(CallError::Timeout)), Outcome::Timeout);
+        assert_eq!(outcome(Err(CallError::Status(500))), Outcome::BadGateway);
+        assert_eq!(outcome(Err(CallError::Status(404))), Outcome::BadGateway);
+        assert_eq!(outcome(Err(CallError::TooLarge)), Outcome::BadGateway);
         assert_eq!(
-            outcome(Err(KratosError::Malformed("x".into()))),
+            outcome(Err(CallError::Malformed("x".into()))),
             Outcome::BadGateway
         );
         assert_eq!(
-            outcome(Err(KratosError::Unreachable("refused".into()))),
+            outcome(Err(CallError::Unreachable("refused".into()))),
             Outcome::BadGateway
         );
     }
@@ -113,17 +110,14 @@ mod tests {
     #[test]
     fn a_rate_limit_is_never_a_401() {
         assert_ne!(
-            outcome(Err(KratosError::RateLimited)),
+            outcome(Err(CallError::RateLimited)),
             Outcome::Unauthenticated
         );
     }
 
     #[test]
     fn the_reason_is_what_failed() {
-        assert_eq!(
-            judge(&Err(KratosError::Status(500))).1,
-            "Kratos answered 500"
-        );
+        assert_eq!(judge(&Err(CallError::Status(500))).1, "Kratos answered 500");
         assert_eq!(judge(&Ok(Answer::Unauthenticated { reason: "x" })).1, "x");
     }
 

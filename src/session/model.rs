@@ -9,8 +9,8 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::check::call::{is_json, json_error, CallError};
 use crate::check::text::header_safe;
-use crate::check::MAX_ANSWER_LEN;
 
 /// What the variables need. Every string is safe to put in an HTTP header: control bytes
 /// (0x00-0x1F, 0x7F) are percent-encoded (`"\r\n"` -> `"%0D%0A"`) and nothing else changes,
@@ -120,36 +120,6 @@ impl fmt::Debug for Answer {
     }
 }
 
-/// Why there is no answer. None of the texts contains a URL or a credential.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KratosError {
-    Unreachable(String),
-    Timeout,
-    /// 429: not a verdict on the credential, so it must never become a 401.
-    RateLimited,
-    Status(u16),
-    Malformed(String),
-    TooLarge,
-}
-
-impl fmt::Display for KratosError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KratosError::Unreachable(why) => write!(f, "Kratos is unreachable ({why})"),
-            KratosError::Timeout => f.write_str("Kratos did not answer within ory_session_timeout"),
-            KratosError::RateLimited => f.write_str("Kratos rate-limited the request (429)"),
-            KratosError::Status(status) => write!(f, "Kratos answered {status}"),
-            KratosError::Malformed(why) => write!(f, "Kratos sent a malformed answer: {why}"),
-            KratosError::TooLarge => write!(
-                f,
-                "Kratos response body is larger than {MAX_ANSWER_LEN} bytes"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for KratosError {}
-
 #[derive(Deserialize)]
 struct WireSession {
     id: Option<String>,
@@ -192,7 +162,7 @@ pub fn decode_response(
     set_cookie: Vec<String>,
     body: &[u8],
     now_unix_ms: u64,
-) -> Result<Answer, KratosError> {
+) -> Result<Answer, CallError> {
     match status {
         200 => {}
         401 => {
@@ -205,19 +175,19 @@ pub fn decode_response(
                 redirect_browser_to: redirect_browser_to(body),
             })
         }
-        429 => return Err(KratosError::RateLimited),
-        other => return Err(KratosError::Status(other)),
+        429 => return Err(CallError::RateLimited),
+        other => return Err(CallError::Status(other)),
     }
 
     if !content_type.is_some_and(is_json) {
-        return Err(KratosError::Malformed(
+        return Err(CallError::Malformed(
             "content type is not application/json".into(),
         ));
     }
     // A derived Deserialize also reads a struct from a JSON array, by position: a session is
     // an object, and anything else is not Kratos talking.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(KratosError::Malformed(
+        return Err(CallError::Malformed(
             "the session is not a JSON object".into(),
         ));
     }
@@ -226,7 +196,7 @@ pub fn decode_response(
     let id = wire.id.ok_or_else(|| missing("id"))?;
     let expires_at = wire.expires_at.ok_or_else(|| missing("expires_at"))?;
     let expires_at_ms = parse_unix_ms(&expires_at)
-        .ok_or_else(|| KratosError::Malformed("expires_at is not an RFC 3339 timestamp".into()))?;
+        .ok_or_else(|| CallError::Malformed("expires_at is not an RFC 3339 timestamp".into()))?;
     if wire.active != Some(true) {
         return Ok(Answer::Unauthenticated {
             reason: "session is not active",
@@ -283,25 +253,8 @@ pub fn decode_response(
     })
 }
 
-fn missing(field: &str) -> KratosError {
-    KratosError::Malformed(format!("session has no {field}"))
-}
-
-/// serde_json's own messages can quote the offending value; report only where it broke.
-fn json_error(e: serde_json::Error) -> KratosError {
-    use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Eof => "unexpected end of input",
-        Category::Syntax => "syntax error",
-        Category::Data => "unexpected value",
-        Category::Io => "read error",
-    };
-    KratosError::Malformed(format!("{what} at line {} column {}", e.line(), e.column()))
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
+fn missing(field: &str) -> CallError {
+    CallError::Malformed(format!("session has no {field}"))
 }
 
 fn parse_unix_ms(timestamp: &str) -> Option<u64> {
@@ -378,7 +331,7 @@ pub(crate) mod tests {
 
     const JSON: Option<&str> = Some("application/json");
 
-    fn decode_200(body: &str) -> Result<Answer, KratosError> {
+    fn decode_200(body: &str) -> Result<Answer, CallError> {
         decode_response(200, JSON, None, Vec::new(), body.as_bytes(), NOW)
     }
 
@@ -396,9 +349,9 @@ pub(crate) mod tests {
         )
     }
 
-    fn malformed(r: Result<Answer, KratosError>) -> String {
+    fn malformed(r: Result<Answer, CallError>) -> String {
         match r {
-            Err(KratosError::Malformed(why)) => why,
+            Err(CallError::Malformed(why)) => why,
             other => panic!("not malformed: {other:?}"),
         }
     }
@@ -775,36 +728,11 @@ pub(crate) mod tests {
     #[test]
     fn other_statuses() {
         let r = decode_response(429, JSON, None, vec![], br#"{"error":{}}"#, NOW);
-        assert_eq!(r.unwrap_err(), KratosError::RateLimited);
+        assert_eq!(r.unwrap_err(), CallError::RateLimited);
         for status in [500, 502, 503, 504, 400, 404, 302, 204, 201] {
             let r = decode_response(status, JSON, None, vec![], b"<html>bad gateway</html>", NOW);
-            assert_eq!(r.unwrap_err(), KratosError::Status(status));
+            assert_eq!(r.unwrap_err(), CallError::Status(status));
         }
-    }
-
-    #[test]
-    fn error_messages() {
-        assert_eq!(KratosError::Status(500).to_string(), "Kratos answered 500");
-        assert_eq!(
-            KratosError::Unreachable("connection refused".into()).to_string(),
-            "Kratos is unreachable (connection refused)"
-        );
-        assert_eq!(
-            KratosError::Timeout.to_string(),
-            "Kratos did not answer within ory_session_timeout"
-        );
-        assert_eq!(
-            KratosError::Malformed("syntax error at line 1 column 1".into()).to_string(),
-            "Kratos sent a malformed answer: syntax error at line 1 column 1"
-        );
-        assert_eq!(
-            KratosError::TooLarge.to_string(),
-            "Kratos response body is larger than 1048576 bytes"
-        );
-        assert_eq!(
-            KratosError::RateLimited.to_string(),
-            "Kratos rate-limited the request (429)"
-        );
     }
 
     #[test]

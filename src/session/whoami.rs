@@ -6,9 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 
 use super::credential::{CredentialKind, OwnedCredential};
-use super::model::{decode_response, Answer, KratosError};
-use crate::check::text::header_safe;
-use crate::check::MAX_ANSWER_LEN;
+use super::model::{decode_response, Answer};
+use crate::check::call::{read_body, transport_error, within, CallError};
 
 /// `base` is the configured Kratos public URL; a path prefix (Ory Network's `/.ory`, a
 /// reverse proxy's `/kratos/`) is kept. Errors are short phrases for `nginx -t`.
@@ -46,17 +45,15 @@ pub async fn whoami(
     url: &reqwest::Url,
     credential: &OwnedCredential,
     timeout: Duration,
-) -> Result<Answer, KratosError> {
-    tokio::time::timeout(timeout, call(client, url, credential))
-        .await
-        .unwrap_or(Err(KratosError::Timeout))
+) -> Result<Answer, CallError> {
+    within(timeout, call(client, url, credential)).await
 }
 
 async fn call(
     client: &reqwest::Client,
     url: &reqwest::Url,
     credential: &OwnedCredential,
-) -> Result<Answer, KratosError> {
+) -> Result<Answer, CallError> {
     let (name, value) = match credential.kind {
         CredentialKind::SessionToken => (
             HeaderName::from_static("x-session-token"),
@@ -69,7 +66,7 @@ async fn call(
         CredentialKind::Bearer => (AUTHORIZATION, format!("Bearer {}", credential.value)),
     };
     let mut value = HeaderValue::try_from(value)
-        .map_err(|_| KratosError::Unreachable("credential is not a valid header value".into()))?;
+        .map_err(|_| CallError::Unreachable("credential is not a valid header value".into()))?;
     // Keeps the value out of HTTP/2 header compression tables and reqwest's debug output.
     value.set_sensitive(true);
 
@@ -118,65 +115,17 @@ async fn call(
     )
 }
 
-async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, KratosError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_ANSWER_LEN as u64)
-    {
-        return Err(KratosError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_ANSWER_LEN {
-            return Err(KratosError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// reqwest's own Display names the URL; describe the innermost cause instead.
-fn transport_error(e: reqwest::Error) -> KratosError {
-    if e.is_timeout() {
-        return KratosError::Timeout;
-    }
-    let e = e.without_url();
-    let mut why = None;
-    let mut source = std::error::Error::source(&e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            // An OS error is best described by its kind ("connection refused"); a custom
-            // one (TLS, DNS) by its message.
-            why = Some(match io.raw_os_error() {
-                Some(_) => io.kind().to_string(),
-                None => io.to_string(),
-            });
-            break;
-        }
-        why = Some(err.to_string());
-        source = err.source();
-    }
-    let mut why = why.unwrap_or_else(|| e.to_string());
-    if why.len() > 200 {
-        let mut end = 200;
-        while !why.is_char_boundary(end) {
-            end -= 1;
-        }
-        why.truncate(end);
-    }
-    KratosError::Unreachable(header_safe(&why).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::check::client::build_client;
+    use crate::check::MAX_ANSWER_LEN;
     use crate::session::model::tests::FULL_BODY;
 
     #[test]
@@ -432,12 +381,12 @@ mod tests {
             let head = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n".to_string();
             let (url, _server) = serve(head, vec![], Duration::ZERO).await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            assert_eq!(r.unwrap_err(), KratosError::RateLimited);
+            assert_eq!(r.unwrap_err(), CallError::RateLimited);
 
             let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\n".to_string();
             let (url, _server) = serve(head, vec![b"oops!".to_vec()], Duration::ZERO).await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            assert_eq!(r.unwrap_err(), KratosError::Status(503));
+            assert_eq!(r.unwrap_err(), CallError::Status(503));
         }
 
         #[tokio::test]
@@ -447,14 +396,14 @@ mod tests {
                 .to_string();
             let (url, _server) = serve(head, vec![], Duration::ZERO).await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            assert_eq!(r.unwrap_err(), KratosError::Status(302));
+            assert_eq!(r.unwrap_err(), CallError::Status(302));
         }
 
         #[tokio::test]
         async fn oversize_content_length() {
             let (url, _server) = serve(head_200(MAX_ANSWER_LEN + 1), vec![], Duration::ZERO).await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            assert_eq!(r.unwrap_err(), KratosError::TooLarge);
+            assert_eq!(r.unwrap_err(), CallError::TooLarge);
         }
 
         #[tokio::test]
@@ -469,7 +418,7 @@ mod tests {
             let parts = vec![framed; MAX_ANSWER_LEN / chunk.len() + 2];
             let (url, _server) = serve(head, parts, Duration::ZERO).await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            assert_eq!(r.unwrap_err(), KratosError::TooLarge);
+            assert_eq!(r.unwrap_err(), CallError::TooLarge);
         }
 
         #[tokio::test]
@@ -499,7 +448,7 @@ mod tests {
                 Duration::from_millis(200),
             )
             .await;
-            assert_eq!(r.unwrap_err(), KratosError::Timeout);
+            assert_eq!(r.unwrap_err(), CallError::Timeout);
             assert!(started.elapsed() < Duration::from_secs(3));
         }
 
@@ -512,8 +461,8 @@ mod tests {
             url.query_pairs_mut().append_pair("tokenize_as", "tmpl");
             let r = whoami(&build_client().unwrap(), &url, &token("s3cr3t"), LONG).await;
             let err = r.unwrap_err();
-            assert_eq!(err, KratosError::Unreachable("connection refused".into()));
-            let text = err.to_string();
+            assert_eq!(err, CallError::Unreachable("connection refused".into()));
+            let text = err.describe(&crate::session::KRATOS);
             assert_eq!(text, "Kratos is unreachable (connection refused)");
             for leak in ["127.0.0.1", "whoami", "tmpl", "s3cr3t"] {
                 assert!(!text.contains(leak), "{text}");
@@ -530,7 +479,7 @@ mod tests {
             )
             .await;
             let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
-            let Err(KratosError::Unreachable(why)) = r else {
+            let Err(CallError::Unreachable(why)) = r else {
                 panic!("{r:?}");
             };
             assert!(!why.contains("127.0.0.1"), "{why}");
@@ -542,8 +491,8 @@ mod tests {
             let url = whoami_url("http://127.0.0.1:1").unwrap();
             let r = whoami(&build_client().unwrap(), &url, &credential, LONG).await;
             let err = r.unwrap_err();
-            assert!(matches!(err, KratosError::Unreachable(_)));
-            assert!(!err.to_string().contains("bad"));
+            assert!(matches!(err, CallError::Unreachable(_)));
+            assert!(!err.describe(&crate::session::KRATOS).contains("bad"));
         }
     }
 }
