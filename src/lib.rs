@@ -11,6 +11,7 @@ pub mod credential;
 pub mod decision;
 pub mod kratos;
 pub mod metrics;
+pub mod permission;
 #[cfg(test)]
 mod proptests;
 
