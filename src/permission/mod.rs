@@ -14,5 +14,7 @@
 //! 3. map the result with [`decision`] and stop at the first line that does not allow.
 
 pub mod tuple;
+pub mod url;
 
 pub use tuple::{parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, Tuple, MAX_VALUE_LEN};
+pub use url::{check_endpoint, check_url};
