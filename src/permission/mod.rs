@@ -13,8 +13,10 @@
 //!    [`url::check_url`];
 //! 3. map the result with [`decision`] and stop at the first line that does not allow.
 
+pub mod answer;
 pub mod tuple;
 pub mod url;
 
+pub use answer::{decode_answer, KetoError, MAX_BODY_LEN};
 pub use tuple::{parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, Tuple, MAX_VALUE_LEN};
 pub use url::{check_endpoint, check_url};
