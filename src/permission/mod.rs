@@ -14,9 +14,11 @@
 //! 3. map the result with [`decision`] and stop at the first line that does not allow.
 
 pub mod answer;
+pub mod client;
 pub mod tuple;
 pub mod url;
 
 pub use answer::{decode_answer, KetoError, MAX_BODY_LEN};
+pub use client::check;
 pub use tuple::{parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, Tuple, MAX_VALUE_LEN};
 pub use url::{check_endpoint, check_url};
