@@ -15,6 +15,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod decision;
 pub mod tuple;
 pub mod url;
 
