@@ -19,6 +19,9 @@ pub mod decision;
 pub mod tuple;
 pub mod url;
 
+#[cfg(test)]
+mod proptests;
+
 pub use answer::{decode_answer, KetoError, MAX_BODY_LEN};
 pub use client::check;
 pub use tuple::{parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, Tuple, MAX_VALUE_LEN};
