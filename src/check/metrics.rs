@@ -24,7 +24,7 @@ impl Metrics {
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        self.session.render(&mut out, &SESSION_NAMES);
+        self.session.render_into(&mut out, &SESSION_NAMES);
         out
     }
 }
@@ -107,7 +107,8 @@ impl CheckMetrics {
         self.latency_sum_ms.fetch_add(ms, Relaxed);
     }
 
-    fn render(&self, out: &mut String, names: &Names) {
+    /// Appends this check's series to `out`.
+    pub fn render_into(&self, out: &mut String, names: &Names) {
         let Names {
             prefix,
             entries,

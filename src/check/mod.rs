@@ -10,6 +10,7 @@ pub mod decision;
 pub mod inflight;
 pub mod key;
 pub mod metrics;
+pub mod table;
 pub mod text;
 
 #[cfg(test)]

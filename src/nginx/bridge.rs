@@ -21,6 +21,13 @@ use ngx::ffi::{
 
 use crate::check::client::build_client;
 use crate::check::inflight::CallId;
+use crate::check::table::Cancel;
+
+impl Cancel for tokio::task::AbortHandle {
+    fn cancel(&self) {
+        self.abort();
+    }
+}
 
 /// A finished call's result, bound to the function that takes it on the nginx thread.
 type Delivery = Box<dyn FnOnce() + Send>;

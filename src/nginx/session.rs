@@ -20,11 +20,11 @@ use super::conf::{LocConf, SessionConf};
 use super::context::{RequestCtx, Wait};
 use super::log::{self, CHECKING_SESSION};
 use super::{bridge, headers, request, status};
-use crate::check::cache::{Cache, CacheStatus, Lookup};
+use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
-use crate::check::inflight::{CallId, InFlight, JoinError, Joined};
-use crate::check::key::KeyHasher;
+use crate::check::inflight::{CallId, JoinError, Joined};
 use crate::check::metrics::CheckMetrics;
+use crate::check::table::Table;
 use crate::session::credential::{self, CredentialKind, OwnedCredential};
 use crate::session::model::{Answer, Session};
 use crate::session::{self, browser, whoami, WhoamiResult};
@@ -60,43 +60,7 @@ impl Drop for SessionState {
 }
 
 /// A worker's sessions: the cache and the whoami calls in flight.
-struct Sessions {
-    cache: Cache<Rc<Session>>,
-    caching: bool,
-    hasher: KeyHasher,
-    calls: InFlight<*mut Wait, AbortHandle>,
-    /// How long one shared call may run: the longest `ory_session_timeout` of any location,
-    /// since requests with longer timeouts may join it; each request's timer ends its own
-    /// wait.
-    call_timeout: Duration,
-    last_shed_log_ms: u64,
-    reported_len: usize,
-    reported_evictions: u64,
-}
-
-impl Sessions {
-    /// Removes a parked request from its call; the last one to leave cancels it.
-    fn detach(&mut self, call: CallId, waiter: *mut Wait) {
-        if let Some(cancelled) = self.calls.detach(call, waiter) {
-            cancelled.handle.abort();
-            if let Some(m) = metrics() {
-                m.call_ended(None);
-            }
-        }
-    }
-
-    /// Reports this worker's cache size and evictions to the shared counters as changes.
-    fn report_cache(&mut self) {
-        let (len, evictions) = (self.cache.len(), self.cache.evictions());
-        if let Some(m) = metrics() {
-            m.cache_changed(
-                len as i64 - self.reported_len as i64,
-                evictions - self.reported_evictions,
-            );
-        }
-        (self.reported_len, self.reported_evictions) = (len, evictions);
-    }
-}
+type Sessions = Table<Rc<Session>, *mut Wait, AbortHandle>;
 
 thread_local! {
     static SESSIONS: RefCell<Option<Sessions>> = const { RefCell::new(None) };
@@ -118,25 +82,19 @@ fn now_ms() -> u64 {
 /// Sets up the worker's cache and call table; called from `init_process` once the bridge
 /// runs.
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
-    let sessions = Sessions {
-        cache: Cache::new(cache_size),
-        caching: cache_size > 0,
-        hasher: KeyHasher::new_random(),
-        calls: InFlight::new(max_pending),
-        call_timeout: Duration::from_millis(call_timeout_ms),
-        last_shed_log_ms: 0,
-        reported_len: 0,
-        reported_evictions: 0,
-    };
+    let sessions = Table::new(
+        cache_size,
+        max_pending,
+        Duration::from_millis(call_timeout_ms),
+        metrics(),
+    );
     SESSIONS.with(|s| *s.borrow_mut() = Some(sessions));
 }
 
 pub fn shutdown_worker() {
     SESSIONS.with(|s| {
-        if let Some(mut s) = s.borrow_mut().take() {
-            // This worker's entries leave the shared count with it.
-            s.cache = Cache::new(0);
-            s.report_cache();
+        if let Some(mut sessions) = s.borrow_mut().take() {
+            sessions.shut_down();
         }
     });
 }
@@ -201,7 +159,7 @@ unsafe fn find_answer(
             credential.value,
         );
         // BYPASS says that sessions are not reused here; rejections follow their own TTL.
-        let bypass = !sessions.caching || conf.cache_ttl == 0;
+        let bypass = !sessions.caching() || conf.cache_ttl == 0;
         log::debug(
             r,
             format_args!(
@@ -320,9 +278,7 @@ unsafe fn shed(
     sessions: &mut Sessions,
     state: &mut SessionState,
 ) -> Begun {
-    let now = now_ms();
-    if now.saturating_sub(sessions.last_shed_log_ms) >= 1000 {
-        sessions.last_shed_log_ms = now;
+    if sessions.log_shed(now_ms()) {
         let reason = format!(
             "{} whoami calls already in flight (ory_session_max_pending), request refused",
             sessions.calls.len()
@@ -343,7 +299,7 @@ fn on_whoami_done(id: CallId, result: WhoamiResult) {
         };
         let now = now_ms();
         let kratos_ms = now.saturating_sub(call.started_ms);
-        if let Some(m) = metrics() {
+        if let Some(m) = sessions.metrics {
             m.call_ended(Some(kratos_ms));
         }
         let mut set_cookie: Option<Rc<[String]>> = None;

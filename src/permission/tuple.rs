@@ -32,6 +32,8 @@
 
 use std::fmt;
 
+use crate::check::key::{CacheKey, KeyHasher, Scope, Tag};
+
 /// The longest value, in bytes, of any part of a tuple.
 pub const MAX_VALUE_LEN: usize = 4096;
 
@@ -191,6 +193,74 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// A tuple as evaluated for one request, borrowing the values: all a cache lookup needs.
+/// Only a call needs an owned [`Tuple`], so a cache hit copies nothing and checks nothing
+/// (an entry exists only for a tuple that passed [`TupleRef::to_tuple`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TupleRef<'a> {
+    pub namespace: &'a [u8],
+    pub object: &'a [u8],
+    pub relation: &'a [u8],
+    pub subject: SubjectRef<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectRef<'a> {
+    Id(&'a [u8]),
+    Set {
+        namespace: &'a [u8],
+        object: &'a [u8],
+        relation: &'a [u8],
+    },
+}
+
+/// Cache key tags of tuples, one per kind of subject; distinct from the session check's.
+const KEY_TAG_SUBJECT_ID: Tag = Tag(16);
+const KEY_TAG_SUBJECT_SET: Tag = Tag(17);
+
+impl TupleRef<'_> {
+    /// The keyed hash of the tuple; `scope` stands for the Keto endpoint.
+    pub fn key(&self, hasher: &KeyHasher, scope: Scope) -> CacheKey {
+        let (namespace, object, relation) = (self.namespace, self.object, self.relation);
+        match self.subject {
+            SubjectRef::Id(id) => hasher.key_of_fields(
+                scope,
+                KEY_TAG_SUBJECT_ID,
+                &[namespace, object, relation, id],
+            ),
+            SubjectRef::Set {
+                namespace: set_namespace,
+                object: set_object,
+                relation: set_relation,
+            } => hasher.key_of_fields(
+                scope,
+                KEY_TAG_SUBJECT_SET,
+                &[
+                    namespace,
+                    object,
+                    relation,
+                    set_namespace,
+                    set_object,
+                    set_relation,
+                ],
+            ),
+        }
+    }
+
+    /// The owned tuple a call sends, or why the values cannot make one.
+    pub fn to_tuple(&self) -> Result<Tuple, Refusal> {
+        let subject = match self.subject {
+            SubjectRef::Id(id) => Subject::id(id)?,
+            SubjectRef::Set {
+                namespace,
+                object,
+                relation,
+            } => Subject::set(namespace, object, relation)?,
+        };
+        Tuple::new(self.namespace, self.object, self.relation, subject)
+    }
 }
 
 /// Keto's text notation, `namespace:object#relation@subject`, for debug logs. Not an
@@ -396,6 +466,48 @@ pub fn parse_subject(text: &str) -> Result<SubjectArg<'_>, &'static str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_tuple_keys_and_converts() {
+        let hasher = KeyHasher::new_with_keys(1, 2);
+        let scope = crate::check::key::scope_of("http://keto/relation-tuples/check/openapi");
+        let id = TupleRef {
+            namespace: b"documents",
+            object: b"readme",
+            relation: b"viewer",
+            subject: SubjectRef::Id(b"groups:eng#member"),
+        };
+        let set = TupleRef {
+            subject: SubjectRef::Set {
+                namespace: b"groups",
+                object: b"eng",
+                relation: b"member",
+            },
+            ..id
+        };
+        assert_ne!(id.key(&hasher, scope), set.key(&hasher, scope));
+        assert_eq!(id.key(&hasher, scope), id.key(&hasher, scope));
+        let moved = TupleRef {
+            object: b"readmeviewer",
+            relation: b"",
+            ..id
+        };
+        assert_ne!(id.key(&hasher, scope), moved.key(&hasher, scope));
+        assert_eq!(
+            id.to_tuple().unwrap().subject(),
+            &Subject::Id("groups:eng#member".into())
+        );
+        assert!(matches!(
+            set.to_tuple().unwrap().subject(),
+            Subject::Set { .. }
+        ));
+        assert_eq!(moved.to_tuple(), Err(Refusal::Empty(Part::Relation)));
+        let bad = TupleRef {
+            object: b"\xff",
+            ..id
+        };
+        assert_eq!(bad.to_tuple(), Err(Refusal::NotUtf8(Part::Object)));
+    }
 
     fn args<'a>(list: &[&'a str]) -> Vec<&'a [u8]> {
         list.iter().map(|s| s.as_bytes()).collect()
