@@ -9,23 +9,18 @@
 use core::ffi::{c_char, c_void, CStr};
 use core::mem::offset_of;
 use core::ptr;
-use std::sync::Arc;
 
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_post_handler_pt, ngx_conf_post_t, ngx_conf_set_flag_slot,
     ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_t, ngx_flag_t,
-    ngx_http_complex_value_t, ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t,
-    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
-use crate::check::key::{scope_of, Scope};
-use crate::session::credential::CookieMatch;
-use crate::session::whoami::whoami_url;
 use crate::HttpOrySessionModule;
 
 /// nginx's NGX_CONF_UNSET_UINT and NGX_CONF_UNSET_MSEC: `(type) -1`, which bindgen skips.
@@ -36,11 +31,7 @@ const NGX_CONF_UNSET_INT: ngx_int_t = NGX_CONF_UNSET as ngx_int_t;
 /// nginx's NGX_CONF_UNSET_PTR: `(void *) -1`.
 const NGX_CONF_UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
 
-pub const DEFAULT_COOKIE: &[u8] = b"ory_kratos_session";
-const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
 const DEFAULT_CACHE_SIZE: ngx_int_t = 10_000;
-const DEFAULT_CACHE_TTL_MS: ngx_msec_t = 60_000;
-const DEFAULT_NEGATIVE_TTL_MS: ngx_msec_t = 10_000;
 const DEFAULT_MAX_PENDING: ngx_int_t = 1_024;
 
 /// `http`-level settings: one cache and one set of limits per worker.
@@ -75,125 +66,37 @@ pub struct Source {
     line: ngx_uint_t,
 }
 
+impl Source {
+    /// Where nginx is reading now.
+    ///
+    /// # Safety
+    /// `cf` is the configuration being parsed.
+    unsafe fn here(cf: *mut ngx_conf_t) -> Source {
+        let file = &(*(*cf).conf_file).file;
+        Source {
+            file: String::from_utf8_lossy(file.name.as_bytes()).into_owned(),
+            line: (*(*cf).conf_file).line,
+        }
+    }
+}
+
+impl core::fmt::Display for Source {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+mod session;
+
+pub use session::SessionConf;
+use session::{
+    set_aal, set_cookie, set_enable, set_kratos_url, set_tokenize_as, DEFAULT_TIMEOUT_MS,
+};
+
 /// `http`, `server` and `location` settings, a part per kind of check.
 #[derive(Default)]
 pub struct LocConf {
     pub session: SessionConf,
-}
-
-/// The `ory_session*` directives of one level.
-pub struct SessionConf {
-    /// `ory_session`
-    pub enable: ngx_flag_t,
-    enable_source: Source,
-    /// The whoami URL derived from `ory_session_kratos_url`.
-    kratos_base: Option<Arc<reqwest::Url>>,
-    /// What is called: the whoami URL with `tokenize_as` when set (filled in by merge).
-    pub whoami: Option<Arc<reqwest::Url>>,
-    /// `whoami` as it enters cache keys (filled in by merge).
-    pub scope: Scope,
-    pub cookie: Option<Arc<CookieMatch>>,
-    pub timeout: ngx_msec_t,
-    pub cache_ttl: ngx_msec_t,
-    pub negative_ttl: ngx_msec_t,
-    /// `ory_session_login_url`; null when unset.
-    pub login_url: *mut ngx_http_complex_value_t,
-    /// `ory_session_return_to`; null means "the request's own absolute URL".
-    pub return_to: *mut ngx_http_complex_value_t,
-    /// `ory_session_aal`: the least authenticator assurance level, 1 or 2.
-    pub aal: ngx_uint_t,
-    tokenize_as: Option<String>,
-    pub hide_credentials: ngx_flag_t,
-}
-
-impl Default for SessionConf {
-    fn default() -> Self {
-        SessionConf {
-            enable: NGX_CONF_UNSET_FLAG,
-            enable_source: Source::default(),
-            kratos_base: None,
-            whoami: None,
-            scope: Scope::default(),
-            cookie: None,
-            timeout: NGX_CONF_UNSET_MSEC,
-            cache_ttl: NGX_CONF_UNSET_MSEC,
-            negative_ttl: NGX_CONF_UNSET_MSEC,
-            login_url: NGX_CONF_UNSET_PTR.cast(),
-            return_to: NGX_CONF_UNSET_PTR.cast(),
-            aal: NGX_CONF_UNSET_UINT,
-            tokenize_as: None,
-            hide_credentials: NGX_CONF_UNSET_FLAG,
-        }
-    }
-}
-
-impl SessionConf {
-    pub fn enabled(&self) -> bool {
-        self.enable == 1
-    }
-
-    pub fn cookie(&self) -> &CookieMatch {
-        // merge_loc_conf always fills it in
-        self.cookie.as_deref().expect("merged ory_session_cookie")
-    }
-
-    fn merge(&mut self, prev: &SessionConf) {
-        if self.enable == NGX_CONF_UNSET_FLAG {
-            self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
-                0
-            } else {
-                prev.enable
-            };
-            self.enable_source = prev.enable_source.clone();
-        }
-        if self.kratos_base.is_none() {
-            self.kratos_base = prev.kratos_base.clone();
-        }
-        if self.cookie.is_none() {
-            self.cookie = match &prev.cookie {
-                Some(cookie) => Some(cookie.clone()),
-                None => Some(Arc::new(
-                    CookieMatch::parse(DEFAULT_COOKIE).expect("default cookie"),
-                )),
-            };
-        }
-        merge_ptr(&mut self.login_url, prev.login_url);
-        merge_ptr(&mut self.return_to, prev.return_to);
-        merge_uint(&mut self.aal, prev.aal, 1);
-        merge_flag(&mut self.hide_credentials, prev.hide_credentials, 0);
-        if self.tokenize_as.is_none() {
-            self.tokenize_as = prev.tokenize_as.clone();
-        }
-        // The whoami URL carries the token template, so that the cache key (built from the
-        // URL's scope) tells answers with and without a JWT apart.
-        self.whoami = match (&self.kratos_base, &self.tokenize_as) {
-            (Some(base), Some(template)) => {
-                let mut url = (**base).clone();
-                url.query_pairs_mut().append_pair("tokenize_as", template);
-                Some(Arc::new(url))
-            }
-            (base, None) => base.clone(),
-            (None, Some(_)) => None,
-        };
-        self.scope = self
-            .whoami
-            .as_ref()
-            .map_or_else(Default::default, |url| scope_of(url.as_str()));
-        merge_msec(&mut self.timeout, prev.timeout, DEFAULT_TIMEOUT_MS);
-        merge_msec(&mut self.cache_ttl, prev.cache_ttl, DEFAULT_CACHE_TTL_MS);
-        merge_msec(
-            &mut self.negative_ttl,
-            prev.negative_ttl,
-            DEFAULT_NEGATIVE_TTL_MS,
-        );
-    }
-}
-
-fn merge_ptr(conf: &mut *mut ngx_http_complex_value_t, prev: *mut ngx_http_complex_value_t) {
-    let unset: *mut ngx_http_complex_value_t = NGX_CONF_UNSET_PTR.cast();
-    if *conf == unset {
-        *conf = if prev == unset { ptr::null_mut() } else { prev };
-    }
 }
 
 /// nginx's `ngx_conf_merge_*_value` macros, which bindgen cannot see.
@@ -252,19 +155,11 @@ pub unsafe extern "C" fn merge_loc_conf(
     let prev = &*prev.cast::<LocConf>();
     let conf = &mut *conf.cast::<LocConf>();
     conf.session.merge(&prev.session);
-    let session = &conf.session;
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
-        main.max_timeout = main.max_timeout.max(session.timeout);
+        main.max_timeout = main.max_timeout.max(conf.session.timeout);
     }
-    if session.enabled() && session.whoami.is_none() {
-        // Worded like nginx's own `no "ssl_certificate" is defined ...` check.
-        ngx_log_error!(
-            NGX_LOG_EMERG,
-            (*cf).log,
-            "no \"ory_session_kratos_url\" is defined for the \"ory_session\" directive in {}:{}",
-            session.enable_source.file,
-            session.enable_source.line
-        );
+    if let Some(problem) = conf.session.problem() {
+        ngx_log_error!(NGX_LOG_EMERG, (*cf).log, "{}", problem);
         return NGX_CONF_ERROR;
     }
     NGX_CONF_OK
@@ -295,31 +190,6 @@ unsafe fn invalid_value(
 
 const IS_DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
 
-/// `ory_session on | off`: nginx's flag setter, then what the merge and the workers need to
-/// know of it.
-unsafe extern "C" fn set_enable(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
-    if rv != NGX_CONF_OK {
-        return rv;
-    }
-    let conf = &mut (*conf.cast::<LocConf>()).session;
-    let file = &(*(*cf).conf_file).file;
-    conf.enable_source = Source {
-        file: String::from_utf8_lossy(file.name.as_bytes()).into_owned(),
-        line: (*(*cf).conf_file).line,
-    };
-    if conf.enable == 1 {
-        if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
-            main.enabled_somewhere = true;
-        }
-    }
-    NGX_CONF_OK
-}
-
 /// Shared by the directives parsed into an `Option`: refuses a second occurrence, and
 /// reports a value `parse` rejects with its reason.
 unsafe fn set_once<T>(
@@ -339,48 +209,6 @@ unsafe fn set_once<T>(
         }
         Err(why) => invalid_value(cf, cmd, value, why),
     }
-}
-
-unsafe extern "C" fn set_kratos_url(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let field = &mut (*conf.cast::<LocConf>()).session.kratos_base;
-    set_once(cf, cmd, field, |value| {
-        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
-        whoami_url(text).map(Arc::new)
-    })
-}
-
-unsafe extern "C" fn set_cookie(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let field = &mut (*conf.cast::<LocConf>()).session.cookie;
-    set_once(cf, cmd, field, |value| {
-        CookieMatch::parse(value).map(Arc::new)
-    })
-}
-
-unsafe extern "C" fn set_tokenize_as(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let field = &mut (*conf.cast::<LocConf>()).session.tokenize_as;
-    set_once(cf, cmd, field, |value| {
-        // Kratos template ids are plain identifiers; anything else would only earn a 400.
-        let valid = !value.is_empty()
-            && value
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
-        if !valid {
-            return Err("a template id has only letters, digits, \"-\", \"_\" and \".\"");
-        }
-        Ok(String::from_utf8_lossy(value).into_owned())
-    })
 }
 
 /// Post handler of `ory_session_timeout`: a zero timeout would fail every request.
@@ -435,26 +263,6 @@ static MAX_PENDING_BOUNDS: Bounds = Bounds {
     high: 10_000_000,
     message: c"must be between 1 and 10000000",
 };
-
-/// `ory_session_aal aal1 | aal2`. nginx's enum setter does not name the directive in its
-/// error, so this one parses the two words itself.
-unsafe extern "C" fn set_aal(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let field = &mut (*conf.cast::<LocConf>()).session.aal;
-    if *field != NGX_CONF_UNSET_UINT {
-        return IS_DUPLICATE;
-    }
-    let value = &args(cf)[0];
-    *field = match value.as_bytes() {
-        b"aal1" => 1,
-        b"aal2" => 2,
-        _ => return invalid_value(cf, cmd, value, "it must be \"aal1\" or \"aal2\""),
-    };
-    NGX_CONF_OK
-}
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
