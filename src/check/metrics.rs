@@ -18,13 +18,15 @@ pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2
 #[derive(Default)]
 pub struct Metrics {
     pub session: CheckMetrics,
+    pub permission: CheckMetrics,
 }
 
 impl Metrics {
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         self.session.render_into(&mut out, &SESSION_NAMES);
+        self.permission.render_into(&mut out, &PERMISSION_NAMES);
         out
     }
 }
@@ -46,6 +48,13 @@ pub const SESSION_NAMES: Names = Names {
     entries: "Sessions",
     service: "Kratos",
     call: "whoami",
+};
+
+pub const PERMISSION_NAMES: Names = Names {
+    prefix: "ory_permission",
+    entries: "Permission answers",
+    service: "Keto",
+    call: "check",
 };
 
 /// The counters of one kind of check.
@@ -304,6 +313,27 @@ mod tests {
         assert_eq!(value(&text, "ory_session_cache_evictions_total"), "1");
         assert_eq!(value(&text, "ory_session_cache_hits_total"), "1");
         assert_eq!(value(&text, "ory_session_cache_misses_total"), "1");
+    }
+
+    #[test]
+    fn every_check_has_its_own_series() {
+        let m = Metrics::default();
+        m.permission.decision(Decision::Refuse(Outcome::Forbidden));
+        m.permission.call_started();
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                "ory_permission_decisions_total{outcome=\"forbidden\"}"
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(&text, "ory_session_decisions_total{outcome=\"forbidden\"}"),
+            "0"
+        );
+        assert_eq!(value(&text, "ory_permission_check_calls_total"), "1");
+        assert_eq!(value(&text, "ory_permission_check_in_flight"), "1");
     }
 
     #[test]

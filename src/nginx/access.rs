@@ -16,8 +16,9 @@ use ngx::http::{HttpModuleLocationConf, Request};
 use super::conf::LocConf;
 use super::context::{self, RequestCtx};
 use super::log::{self, CHECKING_SESSION};
-use super::{session, status};
+use super::{permission, session};
 use crate::check::decision::{Decision, Outcome};
+use crate::check::metrics::CheckMetrics;
 use crate::HttpOrySessionModule;
 
 /// The access-phase handler registered in postconfiguration.
@@ -47,48 +48,45 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     // The checks run once per client request: subrequests inherit the main request's
     // decision, as nginx's own access modules do.
-    let checks = CHECKS.iter().filter(|c| c.enabled(lcf));
-    if checks.clone().next().is_none() || r != (*r).main {
+    if !CHECKS.iter().any(|c| c.enabled(lcf)) || r != (*r).main {
         return NGX_DECLINED as ngx_int_t;
     }
-
     let ctx = match context::find(r) {
         Some(ctx) => ctx,
-        None => {
-            let Some(ctx) = context::attach(r) else {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-            };
-            for check in checks {
-                check.begin(r, lcf, ctx);
-            }
-            ctx
-        }
+        None => match context::attach(r) {
+            Some(ctx) => ctx,
+            None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        },
     };
-    if ctx.is_waiting() {
-        return NGX_AGAIN as ngx_int_t;
-    }
 
-    let decision = decide(r, lcf, ctx);
-    if ctx.first_decision() {
-        if let Some(m) = status::metrics() {
-            m.session.decision(decision);
+    // In order: a check begins once every check before it has let the request through
+    // (the permission check needs the authenticated subject). The first check that does
+    // not let it through decides.
+    for (index, check) in CHECKS.iter().enumerate() {
+        if !check.enabled(lcf) {
+            continue;
+        }
+        if !check.begun(ctx) {
+            check.begin(r, lcf, ctx);
+        }
+        if ctx.is_waiting() {
+            ctx.park();
+            return NGX_AGAIN as ngx_int_t;
+        }
+        let decision = check.decide(r, lcf, ctx);
+        if ctx.first_decision(index) {
+            if let Some(m) = check.metrics() {
+                m.decision(decision);
+            }
+        }
+        if decision != Decision::Continue {
+            return match decision.status() {
+                0 => NGX_OK as ngx_int_t,
+                status => status as ngx_int_t,
+            };
         }
     }
-    match decision.status() {
-        0 => NGX_OK as ngx_int_t,
-        status => status as ngx_int_t,
-    }
-}
-
-/// The one decision for the request: the first check that does not let it through decides.
-unsafe fn decide(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx) -> Decision {
-    for check in CHECKS.iter().filter(|c| c.enabled(lcf)) {
-        match check.decide(r, lcf, ctx) {
-            Decision::Continue => {}
-            refused => return refused,
-        }
-    }
-    Decision::Continue
+    NGX_OK as ngx_int_t
 }
 
 /// What the driver asks of each kind of check. Each is implemented in its own file beside
@@ -96,6 +94,12 @@ unsafe fn decide(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut RequestCtx
 pub trait Check: Sync {
     /// Whether the location asks for this check.
     fn enabled(&self, lcf: &LocConf) -> bool;
+
+    /// Whether the check has begun for this request (its outcome may still be awaited).
+    fn begun(&self, ctx: &RequestCtx) -> bool;
+
+    /// Where its decisions are counted.
+    fn metrics(&self) -> Option<&'static CheckMetrics>;
 
     /// The first visit of a request: records an outcome at once (a cache hit, no credential)
     /// or parks the request on a call through a `Wait` of its context.
@@ -118,4 +122,4 @@ pub trait Check: Sync {
 }
 
 /// Every kind of check, in the order they run.
-static CHECKS: [&dyn Check; 1] = [&session::SessionCheck];
+static CHECKS: [&dyn Check; 2] = [&session::SessionCheck, &permission::PermissionCheck];

@@ -18,6 +18,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModule, Request};
 
+use super::permission::PermissionState;
 use super::session::SessionState;
 use crate::check::inflight::CallId;
 use crate::HttpOrySessionModule;
@@ -26,9 +27,15 @@ pub struct RequestCtx {
     pub request: *mut ngx_http_request_t,
     /// Calls the request waits for; it is resumed when the last one has answered.
     waiting: u32,
-    /// The decision was counted (once per request, whatever the internal redirects).
-    counted: bool,
+    /// The access handler answered `NGX_AGAIN`: the request needs its write event posted
+    /// to run again. A wait that ends while the handler still runs (another line decided
+    /// the request) must not post it.
+    parked: bool,
+    /// The checks whose decision was counted (once per request, whatever the internal
+    /// redirects), by their index in the driver's list.
+    counted: u32,
     pub session: SessionState,
+    pub permission: PermissionState,
 }
 
 impl RequestCtx {
@@ -36,9 +43,18 @@ impl RequestCtx {
         self.waiting > 0
     }
 
-    /// Whether this decision is the request's first: only that one is counted.
-    pub fn first_decision(&mut self) -> bool {
-        !mem::replace(&mut self.counted, true)
+    /// Whether this is the first decision of check `index` for the request: only that one
+    /// is counted.
+    pub fn first_decision(&mut self, index: usize) -> bool {
+        let bit = 1 << index;
+        let first = self.counted & bit == 0;
+        self.counted |= bit;
+        first
+    }
+
+    /// The access handler leaves the request waiting.
+    pub fn park(&mut self) {
+        self.parked = true;
     }
 }
 
@@ -106,7 +122,7 @@ impl Wait {
         (*wait).disarm();
         let ctx = (*wait).ctx;
         (*ctx).waiting -= 1;
-        if (*ctx).waiting == 0 {
+        if (*ctx).waiting == 0 && mem::replace(&mut (*ctx).parked, false) {
             let r = (*ctx).request;
             (*r).read_event_handler = Some(ngx_http_block_reading);
             // Its write event runs the phases again, which brings the request back to the
@@ -163,8 +179,10 @@ pub unsafe fn attach<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCt
         RequestCtx {
             request: r,
             waiting: 0,
-            counted: false,
+            parked: false,
+            counted: 0,
             session: SessionState::default(),
+            permission: PermissionState::default(),
         },
     );
     (*cln).handler = Some(drop_ctx);

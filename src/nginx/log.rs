@@ -17,13 +17,22 @@ pub const CHECKING_SESSION: Doing = Doing {
     checking: "session",
 };
 
+pub const CHECKING_PERMISSION: Doing = Doing {
+    directive: "ory_permission",
+    checking: "permission",
+};
+
 /// Logs why a request was refused or failed: refusals are the client's business and go to
 /// `info`, like nginx's own access-control modules; failures of a service or of the module
-/// are errors. `reason` never holds a credential.
+/// are errors. `reason` never holds a credential; an empty one is a line already written
+/// (rate-limited), and nothing is logged.
 ///
 /// # Safety
 /// `r` is a live request.
 pub unsafe fn outcome(r: *mut ngx_http_request_t, doing: &Doing, outcome: Outcome, reason: &str) {
+    if reason.is_empty() {
+        return;
+    }
     let level = if outcome.is_failure() {
         NGX_LOG_ERR
     } else {

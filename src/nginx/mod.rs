@@ -2,7 +2,7 @@
 //!
 //! `module` registers the module and starts each worker's runtime; `conf` holds the
 //! directives; `access` is the access-phase driver, which runs every kind of check through
-//! its glue (`session`); `context` is a request's record of its checks and waits; `bridge`
+//! its glue (`session`, `permission`); `context` is a request's record of its checks and waits; `bridge`
 //! carries calls to the runtime and their answers back; `variables`, `headers`, `request`,
 //! `status` and `log` are what the checks read from and write to nginx.
 
@@ -13,6 +13,7 @@ mod context;
 mod headers;
 mod log;
 pub mod module;
+mod permission;
 mod request;
 mod session;
 mod status;

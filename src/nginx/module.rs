@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use super::{access, bridge, conf, session, status, variables};
+use super::{access, bridge, conf, permission, session, status, variables};
 
 pub struct HttpOrySessionModule;
 
@@ -84,11 +84,17 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         mcf.max_pending as usize,
         mcf.max_timeout as u64,
     );
+    permission::init_worker(
+        mcf.permission_cache_size as usize,
+        mcf.max_pending as usize,
+        mcf.max_permission_timeout as u64,
+    );
     NGX_OK as ngx_int_t
 }
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
     session::shutdown_worker();
+    permission::shutdown_worker();
     bridge::stop();
 }
 

@@ -32,14 +32,15 @@ pub unsafe fn header<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a 
         .map(|(_, v)| v)
 }
 
-/// The value of a directive argument that may hold variables.
+/// The value of a directive argument that may hold variables, in the request's pool (or
+/// the configuration's, for a value without variables).
 ///
 /// # Safety
 /// `r` is a live request and `cv` was compiled for its configuration.
-pub unsafe fn complex_value(
+pub unsafe fn complex_value<'a>(
     r: *mut ngx_http_request_t,
     cv: *mut ngx_http_complex_value_t,
-) -> Option<Vec<u8>> {
+) -> Option<&'a [u8]> {
     let mut value = ngx_str_t {
         len: 0,
         data: ptr::null_mut(),
@@ -47,7 +48,10 @@ pub unsafe fn complex_value(
     if ngx_http_complex_value(r, cv, &mut value) != NGX_OK as ngx_int_t {
         return None;
     }
-    Some(value.as_bytes().to_vec())
+    if value.len == 0 {
+        return Some(&[]);
+    }
+    Some(core::slice::from_raw_parts(value.data, value.len))
 }
 
 /// The absolute URL the client asked for, to come back to after logging in: the Host

@@ -106,6 +106,14 @@ impl Check for SessionCheck {
         lcf.session.enabled()
     }
 
+    fn begun(&self, ctx: &RequestCtx) -> bool {
+        ctx.session.outcome.is_some() || ctx.session.wait.call.is_some()
+    }
+
+    fn metrics(&self) -> Option<&'static CheckMetrics> {
+        metrics()
+    }
+
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         begin(r, lcf, ctx)
     }
@@ -451,14 +459,16 @@ unsafe fn redirect_or(
         }
     } else {
         match request::complex_value(r, conf.login_url) {
-            Some(url) if !url.is_empty() => String::from_utf8_lossy(&url).into_owned(),
+            Some(url) if !url.is_empty() => String::from_utf8_lossy(url).into_owned(),
             _ => return refused,
         }
     };
     let return_to = if conf.return_to.is_null() {
         request::own_url(r)
     } else {
-        request::complex_value(r, conf.return_to).unwrap_or_default()
+        request::complex_value(r, conf.return_to)
+            .unwrap_or_default()
+            .to_vec()
     };
     let location = browser::login_location(&login, &return_to, aal);
     if headers::add_header_out(r, "Location", location.as_bytes()).is_none() {

@@ -45,6 +45,7 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
     }
     add(cf, TRAIT_PREFIX, session_trait, 0, NGX_HTTP_VAR_PREFIX)?;
     add(cf, "ory_session_cache_status", cache_status, 0, 0)?;
+    add(cf, "ory_permission_cache_status", cache_status, 1, 0)?;
     add(cf, "ory_session_kratos_time", kratos_time, 0, 0)?;
     Ok(())
 }
@@ -188,13 +189,17 @@ fn trait_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     })
 }
 
+/// `$ory_session_cache_status` (data 0) and `$ory_permission_cache_status` (data 1).
 unsafe extern "C" fn cache_status(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
-    _data: usize,
+    data: usize,
 ) -> ngx_int_t {
     guarded(|| {
-        let status = context::find((*r).main).map_or("", |ctx| ctx.session.cache_status.as_str());
+        let status = context::find((*r).main).map_or("", |ctx| match data {
+            0 => ctx.session.cache_status.as_str(),
+            _ => ctx.permission.cache_status.as_str(),
+        });
         set(v, status)
     })
 }

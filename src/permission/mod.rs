@@ -24,10 +24,16 @@ mod proptests;
 
 pub use answer::decode_answer;
 pub use client::check;
-pub use tuple::{parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, Tuple, MAX_VALUE_LEN};
+pub use tuple::{
+    parse_args, CheckArgs, Part, Refusal, Subject, SubjectArg, SubjectRef, Tuple, TupleRef,
+    MAX_VALUE_LEN,
+};
 pub use url::{check_endpoint, check_url};
 
-use crate::check::call::Service;
+use crate::check::call::{CallError, Service};
+
+/// What one check call returns: allowed or not.
+pub type CallResult = Result<bool, CallError>;
 
 /// Keto, as log lines name it.
 pub const KETO: Service = Service {

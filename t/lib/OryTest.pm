@@ -156,6 +156,23 @@ sub start_backend ($self, %o) {
     return $port;
 }
 
+# The Keto double (t/lib/keto-double) with tuples in Keto's notation
+# ("namespace:object#relation@subject"); returns its URL.
+sub start_keto ($self, %o) {
+    my $name = $o{name} // 'keto';
+    my $file = $self->write_file("conf/$name-tuples.json", $JSON->encode({ tuples => $o{tuples} // [] }));
+    my $port = $self->port($name);
+    $self->_daemon($name, "$TOP/t/lib/keto-double", '--listen', "127.0.0.1:$port",
+        '--tuples', $file, '--pid-file', "$self->{prefix}/logs/$name.pid");
+    return $self->keto_url($name);
+}
+
+sub keto_url ($self, $name = 'keto') { 'http://127.0.0.1:' . $self->port($name) }
+sub keto_calls ($self, $name = 'keto') { $self->_stub(GET => '/__double/calls', undef, $name) }
+sub keto_reset ($self, $name = 'keto') { $self->_stub(POST => '/__double/reset', {}, $name) }
+sub keto_behaviour ($self, $b, $name = 'keto') { $self->_stub(POST => '/__double/behaviour', $b, $name) }
+sub keto_tuples ($self, $doc, $name = 'keto') { $self->_stub(POST => '/__double/tuples', $doc, $name) }
+
 sub stop_kratos ($self, $name = 'kratos') { $self->_stop_proc($name) }
 sub stop_backend ($self, $name = 'backend') { $self->_stop_proc($name) }
 
@@ -216,6 +233,7 @@ sub kratos_add_sessions ($self, $doc, $name = 'kratos') { $self->_stub(POST => '
 sub expand ($self, $text) {
     $text =~ s/%%HTTP_PORT%%/$self->port('http')/ge;
     $text =~ s/%%KRATOS_URL%%/$self->kratos_url/ge;
+    $text =~ s/%%KETO_URL%%/$self->keto_url/ge;
     $text =~ s/%%KRATOS_PORT%%/$self->port('kratos')/ge;
     $text =~ s/%%BACKEND_PORT%%/$self->port('backend')/ge;
     $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;

@@ -15,8 +15,9 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_post_handler_pt, ngx_conf_post_t, ngx_conf_set_flag_slot,
     ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_t, ngx_flag_t,
     ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE3, NGX_CONF_TAKE4, NGX_CONF_UNSET,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
@@ -38,12 +39,16 @@ const DEFAULT_MAX_PENDING: ngx_int_t = 1_024;
 pub struct MainConf {
     /// `ory_session_cache_size`
     pub cache_size: ngx_int_t,
-    /// `ory_session_max_pending`
+    /// `ory_permission_cache_size`
+    pub permission_cache_size: ngx_int_t,
+    /// `ory_session_max_pending`: the bound of every kind of check's calls in flight.
     pub max_pending: ngx_int_t,
     /// The longest `ory_session_timeout` of any location: how long one shared call may run.
     pub max_timeout: ngx_msec_t,
-    /// Set when `ory_session on` appears anywhere: workers only start the client runtime
-    /// when some location can use it.
+    /// The longest `ory_permission_timeout`.
+    pub max_permission_timeout: ngx_msec_t,
+    /// Set when a check is enabled anywhere: workers only start the client runtime when some
+    /// location can use it.
     pub enabled_somewhere: bool,
 }
 
@@ -51,8 +56,10 @@ impl Default for MainConf {
     fn default() -> Self {
         MainConf {
             cache_size: NGX_CONF_UNSET_INT,
+            permission_cache_size: NGX_CONF_UNSET_INT,
             max_pending: NGX_CONF_UNSET_INT,
-            max_timeout: DEFAULT_TIMEOUT_MS,
+            max_timeout: session::DEFAULT_TIMEOUT_MS,
+            max_permission_timeout: permission::DEFAULT_TIMEOUT_MS,
             enabled_somewhere: false,
         }
     }
@@ -86,17 +93,18 @@ impl core::fmt::Display for Source {
     }
 }
 
+mod permission;
 mod session;
 
+pub use permission::{Line, LineSubject, PermissionConf, Value};
 pub use session::SessionConf;
-use session::{
-    set_aal, set_cookie, set_enable, set_kratos_url, set_tokenize_as, DEFAULT_TIMEOUT_MS,
-};
+use session::{set_aal, set_cookie, set_enable, set_kratos_url, set_tokenize_as};
 
 /// `http`, `server` and `location` settings, a part per kind of check.
 #[derive(Default)]
 pub struct LocConf {
     pub session: SessionConf,
+    pub permission: PermissionConf,
 }
 
 /// nginx's `ngx_conf_merge_*_value` macros, which bindgen cannot see.
@@ -132,6 +140,9 @@ pub unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void)
     if conf.cache_size == NGX_CONF_UNSET_INT {
         conf.cache_size = DEFAULT_CACHE_SIZE;
     }
+    if conf.permission_cache_size == NGX_CONF_UNSET_INT {
+        conf.permission_cache_size = DEFAULT_CACHE_SIZE;
+    }
     if conf.max_pending == NGX_CONF_UNSET_INT {
         conf.max_pending = DEFAULT_MAX_PENDING;
     }
@@ -155,10 +166,13 @@ pub unsafe extern "C" fn merge_loc_conf(
     let prev = &*prev.cast::<LocConf>();
     let conf = &mut *conf.cast::<LocConf>();
     conf.session.merge(&prev.session);
+    conf.permission.merge(&prev.permission);
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
         main.max_timeout = main.max_timeout.max(conf.session.timeout);
+        main.max_permission_timeout = main.max_permission_timeout.max(conf.permission.timeout);
     }
-    if let Some(problem) = conf.session.problem() {
+    let problem = conf.session.problem().or_else(|| conf.permission.problem());
+    if let Some(problem) = problem {
         ngx_log_error!(NGX_LOG_EMERG, (*cf).log, "{}", problem);
         return NGX_CONF_ERROR;
     }
@@ -314,6 +328,13 @@ const fn post_of<T>(post: *const T) -> *mut c_void {
     post.cast_mut().cast()
 }
 
+/// Offsets of the permission part of the location configuration.
+macro_rules! permission {
+    ($field:ident) => {
+        offset_of!(LocConf, permission) + offset_of!(PermissionConf, $field)
+    };
+}
+
 /// Offsets of the session part of the location configuration.
 macro_rules! session {
     ($field:ident) => {
@@ -321,7 +342,7 @@ macro_rules! session {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 21] = [
     loc(
         ngx_string!("ory_session"),
         NGX_CONF_FLAG,
@@ -405,6 +426,45 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
         NGX_HTTP_LOC_CONF_OFFSET,
         0,
         ptr::null_mut(),
+    ),
+    loc(
+        ngx_string!("ory_permission_url"),
+        NGX_CONF_TAKE1,
+        permission::set_url,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_permission"),
+        NGX_CONF_TAKE3 | NGX_CONF_TAKE4,
+        permission::set_permission,
+        0,
+    ),
+    ngx_command_t {
+        post: post_of(&raw const POSITIVE_MSEC),
+        ..loc(
+            ngx_string!("ory_permission_timeout"),
+            NGX_CONF_TAKE1,
+            ngx_conf_set_msec_slot,
+            permission!(timeout),
+        )
+    },
+    loc(
+        ngx_string!("ory_permission_cache_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        permission!(cache_ttl),
+    ),
+    loc(
+        ngx_string!("ory_permission_cache_negative_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        permission!(negative_ttl),
+    ),
+    main(
+        ngx_string!("ory_permission_cache_size"),
+        ngx_conf_set_num_slot,
+        offset_of!(MainConf, permission_cache_size),
+        post_of(&raw const CACHE_SIZE_BOUNDS),
     ),
     ngx_command_t::empty(),
 ];

@@ -1,0 +1,495 @@
+//! The Keto permission check, as the access driver runs it.
+//!
+//! It runs once the request is authenticated (the session check before it has let it
+//! through), since its subject is by default the authenticated one. The first visit
+//! evaluates the location's `ory_permission` lines in order: each is answered from the
+//! worker's cache or parks the request on a check call (shared by every request asking the
+//! same tuple). Evaluation stops at the first line known to deny; the calls of the lines
+//! before it run at once. The request resumes as soon as the first line that does not allow
+//! is known (or every line allowed), and `decide` answers with it.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_timeofday};
+use tokio::task::AbortHandle;
+
+use super::access::Check;
+use super::conf::{Line, LineSubject, LocConf, PermissionConf, Value};
+use super::context::{RequestCtx, Wait};
+use super::log::{self, CHECKING_PERMISSION};
+use super::{bridge, request, status};
+use crate::check::cache::{CacheStatus, Lookup};
+use crate::check::decision::{Decision, Outcome};
+use crate::check::inflight::{CallId, JoinError, Joined};
+use crate::check::key::CacheKey;
+use crate::check::metrics::CheckMetrics;
+use crate::check::table::Table;
+use crate::permission::decision::{from_check, from_refusal};
+use crate::permission::{self, check_url, CallResult, SubjectRef, TupleRef};
+
+/// The permission check's part of a request's context.
+#[derive(Default)]
+pub struct PermissionState {
+    pub cache_status: CacheStatus,
+    begun: bool,
+    /// None until the first line that does not allow (or the last line) has answered.
+    outcome: Option<Outcome>,
+    /// The lines evaluated, in order; only made when some line has to wait for Keto, so a
+    /// request answered from the cache allocates nothing.
+    lines: Box<[LineState]>,
+}
+
+#[derive(Default)]
+struct LineState {
+    /// None while its call is awaited.
+    outcome: Option<Outcome>,
+    reason: String,
+    wait: Wait,
+}
+
+impl Drop for PermissionState {
+    fn drop(&mut self) {
+        for line in self.lines.iter_mut() {
+            if let Some(call) = line.wait.call {
+                let waiter: *mut Wait = &mut line.wait;
+                with_permissions(|p| p.detach(call, waiter));
+            }
+        }
+    }
+}
+
+/// A worker's permission answers (`()` for allowed; a negative entry is a denial) and the
+/// check calls in flight.
+type Permissions = Table<(), *mut Wait, AbortHandle>;
+
+thread_local! {
+    static PERMISSIONS: RefCell<Option<Permissions>> = const { RefCell::new(None) };
+}
+
+fn with_permissions<T>(f: impl FnOnce(&mut Permissions) -> T) -> Option<T> {
+    PERMISSIONS.with(|p| p.borrow_mut().as_mut().map(f))
+}
+
+fn metrics() -> Option<&'static CheckMetrics> {
+    status::metrics().map(|m| &m.permission)
+}
+
+fn now_ms() -> u64 {
+    let tp = ngx_timeofday();
+    tp.sec as u64 * 1000 + tp.msec as u64
+}
+
+pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
+    let table = Table::new(
+        cache_size,
+        max_pending,
+        Duration::from_millis(call_timeout_ms),
+        metrics(),
+    );
+    PERMISSIONS.with(|p| *p.borrow_mut() = Some(table));
+}
+
+pub fn shutdown_worker() {
+    PERMISSIONS.with(|p| {
+        if let Some(mut table) = p.borrow_mut().take() {
+            table.shut_down();
+        }
+    });
+}
+
+pub struct PermissionCheck;
+
+impl Check for PermissionCheck {
+    fn enabled(&self, lcf: &LocConf) -> bool {
+        lcf.permission.enabled()
+    }
+
+    fn begun(&self, ctx: &RequestCtx) -> bool {
+        ctx.permission.begun
+    }
+
+    fn metrics(&self) -> Option<&'static CheckMetrics> {
+        metrics()
+    }
+
+    unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
+        (*ctx).permission.begun = true;
+        let subject = (*ctx).session.session.as_ref().map(|s| s.user_id.clone());
+        evaluate(
+            r,
+            &lcf.permission,
+            subject.as_deref().map(str::as_bytes),
+            ctx,
+        );
+        settle(&mut (*ctx).permission);
+    }
+
+    unsafe fn decide(
+        &self,
+        _r: *mut ngx_http_request_t,
+        _lcf: &LocConf,
+        ctx: &mut RequestCtx,
+    ) -> Decision {
+        Decision::of(ctx.permission.outcome.unwrap_or(Outcome::Internal))
+    }
+}
+
+/// What one line's first look found.
+enum Found {
+    Answer(Outcome, String),
+    /// The line's wait is parked on a call.
+    Waits,
+}
+
+/// Evaluates the lines in order until one is known not to allow. A line that misses the
+/// cache parks the request on its call; the first one to do so makes the lines' states.
+unsafe fn evaluate(
+    r: *mut ngx_http_request_t,
+    conf: &PermissionConf,
+    subject: Option<&[u8]>,
+    ctx: *mut RequestCtx,
+) {
+    let mut statuses = CacheStatus::None;
+    for (index, line) in conf.lines.iter().enumerate() {
+        let (found, status) = look_up(r, conf, line, index, subject, ctx);
+        statuses = worst(statuses, status);
+        let state = &mut (*ctx).permission;
+        let Found::Answer(outcome, reason) = found else {
+            continue;
+        };
+        if state.lines.is_empty() {
+            if outcome == Outcome::Allowed {
+                continue; // from the cache, and nothing before it waits
+            }
+            log::outcome(r, &CHECKING_PERMISSION, outcome, &reason);
+            state.outcome = Some(outcome);
+            break;
+        }
+        let line = &mut state.lines[index];
+        line.outcome = Some(outcome);
+        line.reason = reason;
+        if outcome != Outcome::Allowed {
+            break;
+        }
+    }
+    let state = &mut (*ctx).permission;
+    state.cache_status = statuses;
+    if state.lines.is_empty() && state.outcome.is_none() {
+        state.outcome = Some(Outcome::Allowed);
+    }
+}
+
+/// The lines' states, made when the first line has to wait: the lines before it allowed.
+unsafe fn lines(state: &mut PermissionState, count: usize, waiting: usize) {
+    if state.lines.is_empty() {
+        state.lines = (0..count).map(|_| LineState::default()).collect();
+        for line in &mut state.lines[..waiting] {
+            line.outcome = Some(Outcome::Allowed);
+        }
+    }
+}
+
+/// The more telling of two cache statuses, for `$ory_permission_cache_status`: a request
+/// that needed Keto for any line is a miss.
+fn worst(a: CacheStatus, b: CacheStatus) -> CacheStatus {
+    let rank = |s| match s {
+        CacheStatus::None => 0,
+        CacheStatus::Hit => 1,
+        CacheStatus::Bypass => 2,
+        CacheStatus::Expired => 3,
+        CacheStatus::Miss => 4,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The value of one argument; a failed evaluation is an empty value, which is refused.
+unsafe fn value<'a>(r: *mut ngx_http_request_t, v: Value) -> &'a [u8] {
+    request::complex_value(r, v.0).unwrap_or_default()
+}
+
+/// One line: its tuple, a cache lookup, and on a miss the call it waits for.
+unsafe fn look_up(
+    r: *mut ngx_http_request_t,
+    conf: &PermissionConf,
+    line: &Line,
+    index: usize,
+    authenticated: Option<&[u8]>,
+    ctx: *mut RequestCtx,
+) -> (Found, CacheStatus) {
+    let subject = match line.subject {
+        LineSubject::Authenticated => match authenticated {
+            Some(id) => SubjectRef::Id(id),
+            None => {
+                return (
+                    Found::Answer(
+                        Outcome::Unauthenticated,
+                        "no authenticated subject for the permission".into(),
+                    ),
+                    CacheStatus::None,
+                )
+            }
+        },
+        LineSubject::Id(id) => SubjectRef::Id(value(r, id)),
+        LineSubject::Set {
+            namespace,
+            object,
+            relation,
+        } => SubjectRef::Set {
+            namespace: value(r, namespace),
+            object: value(r, object),
+            relation: value(r, relation),
+        },
+    };
+    let tuple = TupleRef {
+        namespace: value(r, line.namespace),
+        object: value(r, line.object),
+        relation: value(r, line.relation),
+        subject,
+    };
+    let looked = with_permissions(|table| {
+        let key = tuple.key(&table.hasher, conf.scope);
+        let bypass = !table.caching() || conf.cache_ttl == 0;
+        let lookup = table.cache.lookup(
+            key,
+            now_ms(),
+            conf.cache_ttl as u64,
+            conf.negative_ttl as u64,
+        );
+        table.report_cache();
+        let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
+        let status = match lookup {
+            Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
+            _ if bypass => CacheStatus::Bypass,
+            Lookup::Expired => CacheStatus::Expired,
+            Lookup::Miss => CacheStatus::Miss,
+        };
+        let found = match lookup {
+            Lookup::Hit(()) => Found::Answer(Outcome::Allowed, String::new()),
+            Lookup::NegativeHit => Found::Answer(
+                Outcome::Forbidden,
+                format!("Keto denied permission {} (cached)", index + 1),
+            ),
+            Lookup::Expired | Lookup::Miss => match tuple.to_tuple() {
+                Err(refusal) => {
+                    let (outcome, reason) = from_refusal(&refusal);
+                    return (
+                        Found::Answer(outcome, format!("{reason} in permission {}", index + 1)),
+                        CacheStatus::None,
+                    );
+                }
+                Ok(owned) => {
+                    let state = &mut (*ctx).permission;
+                    lines(state, conf.lines.len(), index);
+                    let wait = &raw mut state.lines[index].wait;
+                    match start(r, table, conf, key, owned, wait) {
+                        Ok(call) => {
+                            Wait::park(wait, ctx, call, conf.timeout, on_timeout);
+                            Found::Waits
+                        }
+                        Err(refused) => refused,
+                    }
+                }
+            },
+        };
+        if !bypass && (cached || matches!(found, Found::Waits)) {
+            if let Some(m) = table.metrics {
+                m.cache_lookup(cached);
+            }
+        }
+        (found, status)
+    });
+    looked.unwrap_or_else(|| {
+        (
+            Found::Answer(
+                Outcome::Internal,
+                "the Keto client is not running in this worker".into(),
+            ),
+            CacheStatus::None,
+        )
+    })
+}
+
+/// Joins the call in flight for `key` with `wait`, or starts one.
+unsafe fn start(
+    r: *mut ngx_http_request_t,
+    table: &mut Permissions,
+    conf: &PermissionConf,
+    key: CacheKey,
+    tuple: permission::Tuple,
+    wait: *mut Wait,
+) -> Result<CallId, Found> {
+    let Some(endpoint) = conf.endpoint.as_deref() else {
+        // merge_loc_conf refuses `ory_permission` without a URL
+        return Err(Found::Answer(
+            Outcome::Internal,
+            "no ory_permission_url".into(),
+        ));
+    };
+    let url = check_url(endpoint, &tuple);
+    let timeout = table.call_timeout;
+    let joined = table.calls.join_or_start(key, wait, now_ms(), |id| {
+        bridge::spawn(
+            id,
+            move |client| async move { permission::check(&client, &url, timeout).await },
+            on_check_done,
+        )
+    });
+    match joined {
+        Ok(Joined::Started(id)) => {
+            if let Some(m) = table.metrics {
+                m.call_started();
+            }
+            log::debug(r, format_args!("ory_permission: check call #{id} started"));
+            Ok(id)
+        }
+        Ok(Joined::Shared(id)) => {
+            log::debug(r, format_args!("ory_permission: joined check call #{id}"));
+            Ok(id)
+        }
+        Err(JoinError::Full) => {
+            let reason = if table.log_shed(now_ms()) {
+                format!(
+                    "{} check calls already in flight (ory_session_max_pending), request refused",
+                    table.calls.len()
+                )
+            } else {
+                String::new()
+            };
+            Err(Found::Answer(Outcome::Unavailable, reason))
+        }
+        Err(JoinError::NotStarted) => Err(Found::Answer(
+            Outcome::Internal,
+            "the Keto client is not running in this worker".into(),
+        )),
+    }
+}
+
+/// Decides the request as soon as its lines allow it: the first line that does not allow,
+/// once every line before it has allowed; or allowed, once every line has. Lines still
+/// waiting then stop waiting (their calls go on for other requests, or are cancelled).
+unsafe fn settle(state: &mut PermissionState) {
+    if state.outcome.is_some() {
+        return;
+    }
+    let mut decided = Some(Outcome::Allowed);
+    for line in state.lines.iter() {
+        match line.outcome {
+            None => {
+                decided = None;
+                break;
+            }
+            Some(Outcome::Allowed) => {}
+            Some(outcome) => {
+                decided = Some(outcome);
+                break;
+            }
+        }
+    }
+    let Some(outcome) = decided else { return };
+    state.outcome = Some(outcome);
+    for line in state.lines.iter_mut() {
+        if let Some(call) = line.wait.call {
+            let waiter: *mut Wait = &mut line.wait;
+            with_permissions(|p| p.detach(call, waiter));
+            Wait::unpark(waiter);
+        }
+    }
+}
+
+/// The line whose wait this is, and the request's state.
+unsafe fn line_of<'a>(wait: *mut Wait) -> (&'a mut PermissionState, usize) {
+    let ctx = (*wait).ctx;
+    let state = &mut (*ctx).permission;
+    let index = state
+        .lines
+        .iter()
+        .position(|l| core::ptr::eq(&l.wait, wait))
+        .expect("a parked wait belongs to a line");
+    (state, index)
+}
+
+/// Called by the bridge, on the nginx thread, for every finished check call.
+fn on_check_done(id: CallId, result: CallResult) {
+    let (outcome, reason) = from_check(&result);
+    let waiters = with_permissions(|table| {
+        let Some(call) = table.calls.complete(id) else {
+            return Vec::new();
+        };
+        let now = now_ms();
+        if let Some(m) = table.metrics {
+            m.call_ended(Some(now.saturating_sub(call.started_ms)));
+        }
+        match result {
+            Ok(true) => table.cache.insert(call.key, (), now, u64::MAX),
+            Ok(false) => table.cache.insert_negative(call.key, now),
+            Err(_) => {}
+        }
+        table.report_cache();
+        call.waiters
+    });
+    // The table is released: settling a request detaches its other waits from it.
+    for waiter in waiters.into_iter().flatten() {
+        // SAFETY: a wait is in a call's waiter list only while its context is alive: the
+        // context's drop detaches it. A wait that already stopped waiting (its request was
+        // decided by another line) has no call any more and is skipped.
+        unsafe {
+            if (*waiter).call != Some(id) {
+                continue;
+            }
+            let (state, index) = line_of(waiter);
+            let line = &mut state.lines[index];
+            line.outcome = Some(outcome);
+            line.reason = match outcome {
+                Outcome::Forbidden => format!("Keto denied permission {}", index + 1),
+                _ => format!("{reason} for permission {}", index + 1),
+            };
+            Wait::unpark(waiter);
+            finish_line(waiter);
+        }
+    }
+}
+
+/// After a line's answer: decide the request if it can be, and log the line that decided.
+unsafe fn finish_line(wait: *mut Wait) {
+    let ctx = (*wait).ctx;
+    let state = &mut (*ctx).permission;
+    let before = state.outcome;
+    settle(state);
+    if before.is_none() {
+        if let Some(outcome) = state.outcome {
+            if outcome != Outcome::Allowed {
+                if let Some(line) = state.lines.iter().find(|l| l.outcome == Some(outcome)) {
+                    log::outcome((*ctx).request, &CHECKING_PERMISSION, outcome, &line.reason);
+                }
+            }
+        }
+    }
+}
+
+/// A line waited longer than `ory_permission_timeout`.
+unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the timer's data is the wait `Wait::park` armed it for, which is alive:
+        // dropping it removes the timer.
+        unsafe {
+            let wait = (*ev).data.cast::<Wait>();
+            let Some(call) = (*wait).call else { return };
+            with_permissions(|p| p.detach(call, wait));
+            let (state, index) = line_of(wait);
+            let line = &mut state.lines[index];
+            line.outcome = Some(Outcome::Timeout);
+            line.reason = format!(
+                "Keto did not answer within ory_permission_timeout for permission {}",
+                index + 1
+            );
+            Wait::unpark(wait);
+            finish_line(wait);
+        }
+    }));
+}
