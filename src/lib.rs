@@ -11,6 +11,7 @@ pub mod credential;
 pub mod decision;
 pub mod kratos;
 pub mod metrics;
+pub mod oauth2;
 #[cfg(test)]
 mod proptests;
 
