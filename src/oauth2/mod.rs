@@ -16,4 +16,5 @@
 //! Every error and refusal is a short phrase for a log line "<phrase> while checking OAuth2
 //! token"; none carries a token, and none is sent to the client.
 
+pub mod error;
 pub mod token;
