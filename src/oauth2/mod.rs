@@ -16,9 +16,15 @@
 //! Every error and refusal is a short phrase for a log line "<phrase> while checking OAuth2
 //! token"; none carries a token, and none is sent to the client.
 
+pub mod alg;
 pub mod claims;
 pub mod error;
 pub mod introspection;
+pub mod jwks;
+pub mod jwt;
 pub mod scope;
 mod text;
 pub mod token;
+
+#[cfg(test)]
+mod fixtures;
