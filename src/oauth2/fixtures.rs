@@ -8,6 +8,8 @@ const TOKENS: &str = include_str!("testdata/tokens.json");
 
 #[derive(Deserialize)]
 pub struct Fixtures {
+    /// The `now` every fixture token is valid at (unix seconds).
+    pub now: i64,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
@@ -21,6 +23,8 @@ pub struct FixtureToken {
     pub name: String,
     /// "ok" or the name of the expected `JwtError` (see `JwtError::fixture_name`).
     pub verify: String,
+    /// What the default rules say of a token that verifies, when not "ok".
+    pub rules: Option<String>,
     pub token: String,
 }
 

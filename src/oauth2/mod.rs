@@ -17,11 +17,14 @@
 //! token"; none carries a token, and none is sent to the client.
 
 pub mod alg;
+pub mod challenge;
 pub mod claims;
 pub mod error;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod outcome;
+pub mod rules;
 pub mod scope;
 mod text;
 pub mod token;
