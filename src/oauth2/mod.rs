@@ -19,6 +19,7 @@
 pub mod alg;
 pub mod challenge;
 pub mod claims;
+pub mod client;
 pub mod error;
 pub mod introspection;
 pub mod jwks;
