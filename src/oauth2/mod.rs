@@ -23,6 +23,7 @@ pub mod client;
 pub mod error;
 pub mod introspection;
 pub mod jwks;
+pub mod jwks_cache;
 pub mod jwt;
 pub mod outcome;
 pub mod rules;
