@@ -33,3 +33,5 @@ pub mod token;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod proptests;
