@@ -32,6 +32,8 @@ mod text;
 pub mod token;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod proptests;
