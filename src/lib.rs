@@ -5,7 +5,8 @@
 //!   per-worker runtime that makes the calls.
 //! - `check/` is what every kind of check shares, in plain Rust: the cache and its keys, the
 //!   calls in flight, outcomes and decisions, the counters.
-//! - `session/` is the Kratos session check and `permission/` the Keto permission check,
+//! - `session/` is the Kratos session check, `oauth2/` the Hydra access-token check and
+//!   `permission/` the Keto permission check,
 //!   in plain Rust.
 //!
 //! The glue refers to symbols that exist only inside an nginx binary, so it is left out of
@@ -14,6 +15,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod check;
+pub mod oauth2;
 pub mod permission;
 pub mod session;
 

@@ -120,8 +120,14 @@ pub fn transport_error(e: reqwest::Error) -> CallError {
     CallError::Unreachable(header_safe(&why).into())
 }
 
-/// serde_json's own messages can quote the offending value; report only where it broke.
+/// An answer that is not the JSON it should be.
 pub fn json_error(e: serde_json::Error) -> CallError {
+    CallError::Malformed(json_error_text(&e))
+}
+
+/// serde_json's own messages can quote the offending value (a claim, a key); say only where
+/// the text broke.
+pub fn json_error_text(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Eof => "unexpected end of input",
@@ -129,13 +135,18 @@ pub fn json_error(e: serde_json::Error) -> CallError {
         Category::Data => "unexpected value",
         Category::Io => "read error",
     };
-    CallError::Malformed(format!("{what} at line {} column {}", e.line(), e.column()))
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 /// Whether a `Content-Type` is JSON (`application/json`, any parameters).
 pub fn is_json(content_type: &str) -> bool {
+    media_type_is(content_type, &["application/json"])
+}
+
+/// Whether the media type of a `Content-Type` (before any parameter) is one of `types`.
+pub fn media_type_is(content_type: &str, types: &[&str]) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
+    types.iter().any(|t| essence.eq_ignore_ascii_case(t))
 }
 
 #[cfg(test)]
@@ -192,6 +203,26 @@ mod tests {
         ] {
             assert_eq!(err.outcome(), Outcome::BadGateway, "{err:?}");
         }
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_the_input() {
+        let e = serde_json::from_str::<serde_json::Value>(r#"{"s3cr3t" 1}"#).unwrap_err();
+        let text = json_error_text(&e);
+        assert_eq!(text, "syntax error at line 1 column 11");
+        assert!(!text.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(media_type_is(
+            "application/jwk-set+json; charset=utf-8",
+            &["application/json", "application/jwk-set+json"]
+        ));
+        assert!(!media_type_is(
+            "application/jwk-set",
+            &["application/jwk-set+json"]
+        ));
     }
 
     #[test]

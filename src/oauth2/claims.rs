@@ -1,0 +1,503 @@
+//! The claims of an access token, read from a verified JWT payload or from an introspection
+//! answer: one model, so rules and variables do not care how the token was checked.
+//!
+//! The typed fields are raw (rules compare them with configured values); the texts for the
+//! `$ory_oauth2_claim_<name>` variables are header-safe copies of every top-level member.
+
+use serde_json::{Map, Value};
+
+use crate::check::text::header_safe;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: Option<Box<str>>,
+    pub client_id: Option<Box<str>>,
+    /// Granted scopes, in the token's order.
+    pub scopes: Box<[Box<str>]>,
+    /// Unix seconds. A fractional `exp` is rounded down, `nbf` and `iat` up: each rounding
+    /// makes the token valid for less time, never for more.
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iss: Option<Box<str>>,
+    /// A string `aud` becomes a list of one.
+    pub aud: Box<[Box<str>]>,
+    /// Introspection only: `access_token` or `refresh_token` (Hydra).
+    pub token_use: Option<Box<str>>,
+    /// Introspection only: `Bearer` (Hydra).
+    pub token_type: Option<Box<str>>,
+    /// The granted scopes, space-separated and header-safe, for `$ory_oauth2_scope`.
+    pub scope_text: Box<str>,
+    /// Every top-level member as header-safe text, sorted by name: strings as is, numbers
+    /// and booleans as text, null as "", objects and arrays as compact JSON.
+    texts: Box<[(Box<str>, Box<str>)]>,
+}
+
+/// Where the claims come from: the two write scopes differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Hydra writes `scp` (a list), `scope` (a string) or both (`strategies.jwt.scope_claim`).
+    Jwt,
+    /// RFC 7662 `scope`, a space-separated string.
+    Introspection,
+}
+
+impl Claims {
+    /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
+    /// an error rather than absent, so a rule never passes because a claim was unreadable.
+    pub fn from_object(
+        object: &Map<String, Value>,
+        source: Source,
+    ) -> Result<Claims, &'static str> {
+        let scopes = match source {
+            Source::Jwt => jwt_scopes(object)?,
+            Source::Introspection => scope_string(object.get("scope"))
+                .ok_or("the claim scope is not a string")?
+                .unwrap_or_default(),
+        };
+        let client_id = string(object, "client_id", "the claim client_id is not a string")?;
+        if source == Source::Jwt && client_id.is_none() {
+            // RFC 9068 §2.2 requires client_id in a JWT access token, and Hydra writes it.
+            // Hydra's ID tokens are signed by keys in the same public JWKS and carry no
+            // client_id: without this, an ID token would pass for an access token.
+            return Err("the token has no client_id, so it is not an access token");
+        }
+        let mut texts: Vec<_> = object
+            .iter()
+            .map(|(name, value)| (header_safe(name), text(value)))
+            .collect();
+        // serde_json's map order depends on its features; sort so lookups can bisect.
+        texts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let scope_text = header_safe(&scopes.iter().map(|s| &**s).collect::<Vec<&str>>().join(" "));
+        Ok(Claims {
+            sub: string(object, "sub", "the claim sub is not a string")?,
+            client_id,
+            scope_text,
+            scopes: scopes.into_boxed_slice(),
+            exp: numeric_date(object.get("exp"), f64::floor)
+                .ok_or("the claim exp is not a number")?,
+            iat: numeric_date(object.get("iat"), f64::ceil)
+                .ok_or("the claim iat is not a number")?,
+            nbf: numeric_date(object.get("nbf"), f64::ceil)
+                .ok_or("the claim nbf is not a number")?,
+            iss: string(object, "iss", "the claim iss is not a string")?,
+            aud: audiences(object.get("aud"))
+                .ok_or("the claim aud is neither a string nor a list of strings")?,
+            token_use: string(object, "token_use", "the claim token_use is not a string")?,
+            token_type: string(object, "token_type", "the claim token_type is not a string")?,
+            texts: texts.into_boxed_slice(),
+        })
+    }
+
+    /// The text of a top-level claim, for `$ory_oauth2_claim_<name>`.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.texts
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+            .map(|i| &*self.texts[i].1)
+    }
+
+    /// Every claim as (name, text), sorted by name.
+    pub fn texts(&self) -> &[(Box<str>, Box<str>)] {
+        &self.texts
+    }
+
+    /// Heap bytes held, so a cache can bound memory, not only entries.
+    pub fn heap_bytes(&self) -> usize {
+        let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        let list =
+            |l: &[Box<str>]| std::mem::size_of_val(l) + l.iter().map(|s| s.len()).sum::<usize>();
+        opt(&self.sub)
+            + opt(&self.client_id)
+            + opt(&self.iss)
+            + opt(&self.token_use)
+            + opt(&self.token_type)
+            + list(&self.scopes)
+            + list(&self.aud)
+            + self.scope_text.len()
+            + std::mem::size_of_val(&*self.texts)
+            + self
+                .texts
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// `None` (the outer) when the member has the wrong type; null is absent.
+fn string(
+    object: &Map<String, Value>,
+    name: &str,
+    wrong_type: &'static str,
+) -> Result<Option<Box<str>>, &'static str> {
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str().into())),
+        Some(_) => Err(wrong_type),
+    }
+}
+
+/// RFC 7519 NumericDate: seconds, possibly fractional. `None` for a value that is not a
+/// number; `Some(None)` for absent or null.
+fn numeric_date(value: Option<&Value>, round: fn(f64) -> f64) -> Option<Option<i64>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Number(n)) => Some(Some(if let Some(i) = n.as_i64() {
+            i
+        } else if n.is_u64() {
+            i64::MAX
+        } else {
+            // `as` saturates at the i64 bounds; serde_json never yields NaN or infinity.
+            round(n.as_f64()?) as i64
+        })),
+        Some(_) => None,
+    }
+}
+
+fn audiences(value: Option<&Value>) -> Option<Box<[Box<str>]>> {
+    match value {
+        None | Some(Value::Null) => Some(Box::default()),
+        Some(Value::String(s)) => Some(vec![s.as_str().into()].into_boxed_slice()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(Into::into))
+            .collect::<Option<Vec<Box<str>>>>()
+            .map(Vec::into_boxed_slice),
+        Some(_) => None,
+    }
+}
+
+/// A space-separated scope string; `Some(None)` for absent or null, `None` for another type.
+fn scope_string(value: Option<&Value>) -> Option<Option<Vec<Box<str>>>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(split_scopes(s))),
+        Some(_) => None,
+    }
+}
+
+fn split_scopes(s: &str) -> Vec<Box<str>> {
+    s.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(Into::into)
+        .collect()
+}
+
+/// `scp` (a list, or a string as some issuers write it) and `scope` (a string). When both
+/// are there they must grant the same set: the one a rule reads must not be the one an
+/// issuer forgot to update.
+fn jwt_scopes(object: &Map<String, Value>) -> Result<Vec<Box<str>>, &'static str> {
+    let scp = match object.get("scp") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(split_scopes(s)),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(Into::into))
+                .collect::<Option<Vec<Box<str>>>>()
+                .ok_or("the claim scp is not a list of strings")?,
+        ),
+        Some(_) => return Err("the claim scp is not a list of strings"),
+    };
+    let scope = scope_string(object.get("scope")).ok_or("the claim scope is not a string")?;
+    match (scp, scope) {
+        (Some(scp), Some(scope)) => {
+            let same =
+                scp.iter().all(|s| scope.contains(s)) && scope.iter().all(|s| scp.contains(s));
+            if same {
+                Ok(scp)
+            } else {
+                Err("the claims scp and scope grant different scopes")
+            }
+        }
+        (Some(scopes), None) | (None, Some(scopes)) => Ok(scopes),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn text(value: &Value) -> Box<str> {
+    match value {
+        Value::String(s) => header_safe(s),
+        Value::Null => "".into(),
+        other => header_safe(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn jwt(v: Value) -> Result<Claims, &'static str> {
+        Claims::from_object(v.as_object().unwrap(), Source::Jwt)
+    }
+
+    fn introspected(v: Value) -> Result<Claims, &'static str> {
+        Claims::from_object(v.as_object().unwrap(), Source::Introspection)
+    }
+
+    fn hydra_jwt() -> Value {
+        json!({
+            "iss": "https://hydra.example.com",
+            "sub": "user-1234",
+            "aud": ["api.example.com", "other"],
+            "exp": 1767229200,
+            "iat": 1767225600,
+            "nbf": 1767225600,
+            "jti": "6e6bd1c3",
+            "client_id": "client-abc",
+            "scp": ["openid", "offline", "read:photos"],
+            "ext": {"tenant": "acme", "roles": ["admin"]}
+        })
+    }
+
+    #[test]
+    fn a_hydra_jwt() {
+        let c = jwt(hydra_jwt()).unwrap();
+        assert_eq!(c.sub.as_deref(), Some("user-1234"));
+        assert_eq!(c.client_id.as_deref(), Some("client-abc"));
+        assert_eq!(c.iss.as_deref(), Some("https://hydra.example.com"));
+        assert_eq!(&*c.aud, [Box::from("api.example.com"), "other".into()]);
+        assert_eq!(c.exp, Some(1767229200));
+        assert_eq!(c.iat, Some(1767225600));
+        assert_eq!(c.nbf, Some(1767225600));
+        let scopes: Vec<&str> = c.scopes.iter().map(|s| &**s).collect();
+        assert_eq!(scopes, ["openid", "offline", "read:photos"]);
+        assert_eq!(&*c.scope_text, "openid offline read:photos");
+        assert_eq!(c.token_use, None);
+        assert_eq!(c.text("sub"), Some("user-1234"));
+        assert_eq!(c.text("exp"), Some("1767229200"));
+        assert_eq!(c.text("aud"), Some(r#"["api.example.com","other"]"#));
+        assert_eq!(c.text("scp"), Some(r#"["openid","offline","read:photos"]"#));
+        assert_eq!(
+            c.text("ext"),
+            Some(r#"{"roles":["admin"],"tenant":"acme"}"#)
+        );
+        assert_eq!(c.text("missing"), None);
+        let names: Vec<&str> = c.texts().iter().map(|(n, _)| &**n).collect();
+        assert_eq!(
+            names,
+            [
+                "aud",
+                "client_id",
+                "exp",
+                "ext",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "scp",
+                "sub"
+            ]
+        );
+        assert!(c.heap_bytes() > 200);
+    }
+
+    #[test]
+    fn a_hydra_introspection_answer() {
+        let c = introspected(json!({
+            "active": true,
+            "scope": "openid  read:photos",
+            "client_id": "client-abc",
+            "sub": "user-1234",
+            "exp": 1767229200,
+            "iat": 1767225600,
+            "nbf": 1767225600,
+            "aud": [],
+            "iss": "https://hydra.example.com",
+            "token_type": "Bearer",
+            "token_use": "access_token",
+            "ext": {"tenant": "acme"},
+            "scp": ["ignored"]
+        }))
+        .unwrap();
+        let scopes: Vec<&str> = c.scopes.iter().map(|s| &**s).collect();
+        assert_eq!(scopes, ["openid", "read:photos"]);
+        assert_eq!(c.token_use.as_deref(), Some("access_token"));
+        assert_eq!(c.token_type.as_deref(), Some("Bearer"));
+        assert!(c.aud.is_empty());
+        assert_eq!(c.text("active"), Some("true"));
+        assert_eq!(c.text("ext"), Some(r#"{"tenant":"acme"}"#));
+        assert_eq!(c.text("aud"), Some("[]"));
+        // Introspection needs no client_id (RFC 7662 makes it optional).
+        assert!(introspected(json!({"active": true})).is_ok());
+    }
+
+    #[test]
+    fn texts_of_every_type() {
+        let c = jwt(json!({
+            "client_id": "c",
+            "s": "text",
+            "i": -5,
+            "f": 1.5,
+            "t": true,
+            "n": null,
+            "o": {"b": 1, "a": [null]},
+            "crlf": "a\r\nSet-Cookie: x",
+            "del": "a\u{7f}",
+            "na\nme": "v",
+            "json": {"k": "a\u{7f}\n"}
+        }))
+        .unwrap();
+        assert_eq!(c.text("s"), Some("text"));
+        assert_eq!(c.text("i"), Some("-5"));
+        assert_eq!(c.text("f"), Some("1.5"));
+        assert_eq!(c.text("t"), Some("true"));
+        assert_eq!(c.text("n"), Some(""));
+        assert_eq!(c.text("o"), Some(r#"{"a":[null],"b":1}"#));
+        assert_eq!(c.text("crlf"), Some("a%0D%0ASet-Cookie: x"));
+        assert_eq!(c.text("del"), Some("a%7F"));
+        assert_eq!(c.text("na%0Ame"), Some("v"));
+        // serde_json escapes \n itself, not DEL.
+        assert_eq!(c.text("json"), Some(r#"{"k":"a%7F\n"}"#));
+        for (_, v) in c.texts() {
+            assert!(!v.bytes().any(|b| b < 0x20 || b == 0x7f), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn scopes_as_hydra_writes_them() {
+        let scopes = |v: Value| -> Result<Vec<String>, &'static str> {
+            let mut o = json!({"client_id": "c"});
+            for (k, x) in v.as_object().unwrap() {
+                o[k] = x.clone();
+            }
+            jwt(o).map(|c| c.scopes.iter().map(|s| s.to_string()).collect())
+        };
+        assert_eq!(scopes(json!({"scp": ["a", "b"]})).unwrap(), ["a", "b"]);
+        assert_eq!(scopes(json!({"scope": "a b"})).unwrap(), ["a", "b"]);
+        assert_eq!(scopes(json!({"scp": "a b"})).unwrap(), ["a", "b"]);
+        assert_eq!(
+            scopes(json!({"scp": ["a", "b"], "scope": "b a"})).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(scopes(json!({})).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            scopes(json!({"scp": null, "scope": null})).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(scopes(json!({"scp": []})).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            scopes(json!({"scp": ["a"], "scope": "a b"})).unwrap_err(),
+            "the claims scp and scope grant different scopes"
+        );
+        assert_eq!(
+            scopes(json!({"scp": ["a", "b"], "scope": "a"})).unwrap_err(),
+            "the claims scp and scope grant different scopes"
+        );
+        assert_eq!(
+            scopes(json!({"scp": ["a", 1]})).unwrap_err(),
+            "the claim scp is not a list of strings"
+        );
+        assert_eq!(
+            scopes(json!({"scp": {"a": 1}})).unwrap_err(),
+            "the claim scp is not a list of strings"
+        );
+        assert_eq!(
+            scopes(json!({"scope": ["a"]})).unwrap_err(),
+            "the claim scope is not a string"
+        );
+        assert_eq!(
+            introspected(json!({"scope": ["a"]})).unwrap_err(),
+            "the claim scope is not a string"
+        );
+    }
+
+    #[test]
+    fn a_jwt_without_client_id_is_not_an_access_token() {
+        // What a Hydra ID token carries.
+        let id_token = json!({
+            "iss": "https://hydra.example.com", "sub": "user-1234", "aud": ["client-abc"],
+            "exp": 1767229200, "iat": 1767225600, "auth_time": 1767225500,
+            "at_hash": "x", "sid": "y", "jti": "z"
+        });
+        assert_eq!(
+            jwt(id_token).unwrap_err(),
+            "the token has no client_id, so it is not an access token"
+        );
+        assert_eq!(
+            jwt(json!({"client_id": null})).unwrap_err(),
+            "the token has no client_id, so it is not an access token"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        let err = |k: &str, v: Value| {
+            let mut o = json!({"client_id": "c"});
+            o[k] = v;
+            jwt(o).unwrap_err()
+        };
+        assert_eq!(err("sub", json!(1)), "the claim sub is not a string");
+        assert_eq!(
+            err("client_id", json!(["c"])),
+            "the claim client_id is not a string"
+        );
+        assert_eq!(err("iss", json!({})), "the claim iss is not a string");
+        assert_eq!(
+            err("exp", json!("1767229200")),
+            "the claim exp is not a number"
+        );
+        assert_eq!(err("iat", json!(true)), "the claim iat is not a number");
+        assert_eq!(err("nbf", json!([1])), "the claim nbf is not a number");
+        assert_eq!(
+            err("aud", json!(1)),
+            "the claim aud is neither a string nor a list of strings"
+        );
+        assert_eq!(
+            err("aud", json!(["a", null])),
+            "the claim aud is neither a string nor a list of strings"
+        );
+        assert_eq!(
+            err("token_use", json!(1)),
+            "the claim token_use is not a string"
+        );
+        assert_eq!(
+            err("token_type", json!(false)),
+            "the claim token_type is not a string"
+        );
+    }
+
+    #[test]
+    fn numeric_dates() {
+        let times = |v: Value| {
+            let c = jwt(json!({"client_id": "c", "exp": v, "nbf": v, "iat": v})).unwrap();
+            (c.exp, c.nbf, c.iat)
+        };
+        assert_eq!(times(json!(10)), (Some(10), Some(10), Some(10)));
+        assert_eq!(times(json!(10.5)), (Some(10), Some(11), Some(11)));
+        assert_eq!(times(json!(-10.5)), (Some(-11), Some(-10), Some(-10)));
+        assert_eq!(
+            times(json!(1e300)),
+            (Some(i64::MAX), Some(i64::MAX), Some(i64::MAX))
+        );
+        assert_eq!(
+            times(json!(-1e300)),
+            (Some(i64::MIN), Some(i64::MIN), Some(i64::MIN))
+        );
+        assert_eq!(
+            times(json!(u64::MAX)),
+            (Some(i64::MAX), Some(i64::MAX), Some(i64::MAX))
+        );
+        assert_eq!(times(json!(null)), (None, None, None));
+        let c = jwt(json!({"client_id": "c"})).unwrap();
+        assert_eq!((c.exp, c.nbf, c.iat), (None, None, None));
+    }
+
+    #[test]
+    fn audiences() {
+        let aud = |v: Value| jwt(json!({"client_id": "c", "aud": v})).unwrap().aud;
+        assert_eq!(&*aud(json!("a")), [Box::from("a")]);
+        assert_eq!(&*aud(json!(["a", "b"])), [Box::from("a"), "b".into()]);
+        assert!(aud(json!([])).is_empty());
+        assert!(aud(json!(null)).is_empty());
+    }
+
+    #[test]
+    fn the_scope_text_is_header_safe() {
+        let c = jwt(json!({"client_id": "c", "scp": ["a\r\n", "b"]})).unwrap();
+        assert_eq!(&*c.scope_text, "a%0D%0A b");
+        // The raw value is kept for comparisons.
+        assert_eq!(&*c.scopes[0], "a\r\n");
+    }
+}

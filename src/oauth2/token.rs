@@ -1,0 +1,388 @@
+//! Finding the OAuth2 access token in a request: `Authorization: Bearer <token>` (RFC 6750
+//! §2.1), and telling a JWT from an opaque token. No nginx types: the caller hands over the
+//! request headers as plain pairs.
+
+use std::fmt;
+
+/// Hydra's JWT access tokens are 1-2 KiB (more with many scopes or `ext` claims); this bounds
+/// what a client can make us decode, hash and forward to introspection.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// Kratos session tokens: the session check takes a bearer token with this prefix, not us.
+pub const SESSION_TOKEN_PREFIX: &[u8] = b"ory_st_";
+
+/// Hydra's opaque access tokens.
+pub const ACCESS_TOKEN_PREFIX: &[u8] = b"ory_at_";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenShape {
+    /// JWS compact serialization: three base64url parts, header and payload non-empty.
+    Jwt,
+    /// Anything else: asked of the introspection endpoint.
+    Opaque,
+}
+
+/// The bearer token of a request, borrowed from its headers. Only bytes RFC 6750 allows
+/// (so plain ASCII), at most [`MAX_TOKEN_LEN`] of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BearerToken<'a> {
+    value: &'a str,
+    shape: TokenShape,
+}
+
+impl<'a> BearerToken<'a> {
+    /// Checks `value` as [`find_bearer_token`] would.
+    pub fn parse(value: &'a [u8]) -> Result<Self, TokenError> {
+        if value.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if value.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        if !is_b64token(value) {
+            return Err(TokenError::InvalidBytes);
+        }
+        // is_b64token admits ASCII only.
+        let value = std::str::from_utf8(value).map_err(|_| TokenError::InvalidBytes)?;
+        Ok(BearerToken {
+            value,
+            shape: shape_of(value.as_bytes()),
+        })
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.value
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.value.as_bytes()
+    }
+
+    pub fn shape(&self) -> TokenShape {
+        self.shape
+    }
+
+    /// A Kratos session token sent as a bearer token: the session check's, not ours. Hydra
+    /// never issues an access token with this prefix.
+    pub fn is_session_token(&self) -> bool {
+        is_session_token(self.as_bytes())
+    }
+}
+
+impl fmt::Debug for BearerToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is the credential: its length and shape only.
+        f.debug_struct("BearerToken")
+            .field("shape", &self.shape)
+            .field("len", &self.value.len())
+            .finish()
+    }
+}
+
+/// See [`BearerToken::is_session_token`].
+pub fn is_session_token(value: &[u8]) -> bool {
+    value.starts_with(SESSION_TOKEN_PREFIX)
+}
+
+/// The bearer token cannot be used. No variant carries the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// `Authorization: Bearer` with nothing after it.
+    Empty,
+    TooLong,
+    /// A byte outside RFC 6750's b64token, a second space-separated part included.
+    InvalidBytes,
+}
+
+impl TokenError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::Empty => "the bearer token is empty",
+            TokenError::TooLong => "the bearer token is longer than 8192 bytes",
+            TokenError::InvalidBytes => "the bearer token contains bytes a token cannot hold",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// The bearer token of a request with these `(name, value)` headers, in request order, or
+/// `None` when the request carries none (no Authorization header, or another scheme).
+///
+/// Only the first Authorization header counts, as in the session check (`credential.rs`) and
+/// Go's `Header.Get`: a second one cannot smuggle a token past a first that says `Basic`.
+/// The scheme is case-insensitive; the token follows a single space and is one b64token. A
+/// `Bearer` header whose token is empty, too long or not a b64token is an error, not "no
+/// token": the client did send a bearer credential, and it is not a valid one.
+pub fn find_bearer_token<'a, I>(headers: I) -> Result<Option<BearerToken<'a>>, TokenError>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let Some((_, value)) = headers
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"authorization"))
+    else {
+        return Ok(None);
+    };
+    let (scheme, token) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => (&value[..space], &value[space + 1..]),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    BearerToken::parse(token).map(Some)
+}
+
+/// RFC 6750 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(value: &[u8]) -> bool {
+    let body_len = value.len() - value.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0 && value[..body_len].iter().all(|&b| B64TOKEN[b as usize])
+}
+
+/// Three parts, all base64url (no padding: JWS compact serialization has none), the header
+/// and payload non-empty. An empty signature still makes a JWT (an unsecured one, `alg:
+/// none`): the verifier refuses it, where introspecting it would only ask Hydra in vain.
+fn shape_of(value: &[u8]) -> TokenShape {
+    let mut parts = value.split(|&b| b == b'.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return TokenShape::Opaque;
+    };
+    let b64url = |part: &[u8]| part.iter().all(|&b| BASE64URL[b as usize]);
+    if !header.is_empty()
+        && !payload.is_empty()
+        && b64url(header)
+        && b64url(payload)
+        && b64url(signature)
+    {
+        TokenShape::Jwt
+    } else {
+        TokenShape::Opaque
+    }
+}
+
+/// One load per byte instead of a chain of range tests.
+static B64TOKEN: [bool; 256] = byte_table(b"-._~+/");
+static BASE64URL: [bool; 256] = byte_table(b"-_");
+
+const fn byte_table(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(headers: &[(&str, &str)]) -> Result<Option<(TokenShape, String)>, TokenError> {
+        find_bearer_token(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+            .map(|t| t.map(|t| (t.shape(), t.as_str().to_string())))
+    }
+
+    fn opaque(v: &str) -> Result<Option<(TokenShape, String)>, TokenError> {
+        Ok(Some((TokenShape::Opaque, v.into())))
+    }
+
+    fn jwt(v: &str) -> Result<Option<(TokenShape, String)>, TokenError> {
+        Ok(Some((TokenShape::Jwt, v.into())))
+    }
+
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        for header in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR tok"] {
+            assert_eq!(
+                find(&[("Authorization", header)]),
+                opaque("tok"),
+                "{header}"
+            );
+        }
+        assert_eq!(find(&[("AUTHORIZATION", "Bearer tok")]), opaque("tok"));
+    }
+
+    #[test]
+    fn no_bearer_token() {
+        for header in [
+            "Basic dXNlcjpwYXNz",
+            "Token tok",
+            "Bearertok",
+            " Bearer tok",
+            "",
+        ] {
+            assert_eq!(find(&[("Authorization", header)]), Ok(None), "{header:?}");
+        }
+        assert_eq!(find(&[]), Ok(None));
+        assert_eq!(find(&[("Proxy-Authorization", "Bearer tok")]), Ok(None));
+        assert_eq!(find(&[("X-Authorization", "Bearer tok")]), Ok(None));
+    }
+
+    #[test]
+    fn the_first_authorization_header_wins() {
+        let h = [
+            ("Authorization", "Basic x"),
+            ("Authorization", "Bearer tok"),
+        ];
+        assert_eq!(find(&h), Ok(None));
+        let h = [
+            ("Authorization", "Bearer one"),
+            ("authorization", "Bearer two"),
+        ];
+        assert_eq!(find(&h), opaque("one"));
+        let h = [
+            ("Authorization", "Bearer bad\u{1}"),
+            ("Authorization", "Bearer ok"),
+        ];
+        assert_eq!(find(&h), Err(TokenError::InvalidBytes));
+    }
+
+    #[test]
+    fn a_bearer_header_without_a_valid_token_is_an_error() {
+        assert_eq!(find(&[("Authorization", "Bearer")]), Err(TokenError::Empty));
+        assert_eq!(
+            find(&[("Authorization", "Bearer ")]),
+            Err(TokenError::Empty)
+        );
+        for header in [
+            "Bearer  tok",
+            "Bearer tok ",
+            "Bearer tok extra",
+            "Bearer a\tb",
+            "Bearer tok\r\nX-Injected: 1",
+            "Bearer caf\u{e9}",
+            "Bearer a=b",
+            "Bearer ===",
+            "Bearer a,b",
+            "Bearer \"tok\"",
+        ] {
+            assert_eq!(
+                find(&[("Authorization", header)]),
+                Err(TokenError::InvalidBytes),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_b64token_byte_is_accepted() {
+        let all = "ABCXYZabcxyz0189-._~+/";
+        assert_eq!(BearerToken::parse(all.as_bytes()).unwrap().as_str(), all);
+        for padded in ["a=", "a==", "a+/=="] {
+            assert!(BearerToken::parse(padded.as_bytes()).is_ok(), "{padded}");
+        }
+        for b in 0u8..=255 {
+            let ok = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(BearerToken::parse(&[b'a', b, b'a']).is_ok(), ok, "{b:#x}");
+        }
+        // bytes that are not ASCII never make a token, even as valid UTF-8
+        assert!(BearerToken::parse("tök".as_bytes()).is_err());
+        assert!(BearerToken::parse(b"\xff").is_err());
+    }
+
+    #[test]
+    fn length_limit() {
+        let max = "a".repeat(MAX_TOKEN_LEN);
+        assert_eq!(
+            BearerToken::parse(max.as_bytes()).unwrap().as_str().len(),
+            8192
+        );
+        let over = format!("Bearer {max}a");
+        assert_eq!(find(&[("Authorization", &over)]), Err(TokenError::TooLong));
+        // Length is checked before bytes: a long value is not scanned.
+        let over_bad = format!("Bearer {max}\u{1}");
+        assert_eq!(
+            find(&[("Authorization", &over_bad)]),
+            Err(TokenError::TooLong)
+        );
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(
+            find(&[("Authorization", &format!("Bearer {JWT}"))]),
+            jwt(JWT)
+        );
+        for token in [
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+            "a.b.c",
+            "a-_.b_-.c-_",
+        ] {
+            assert_eq!(
+                BearerToken::parse(token.as_bytes()).unwrap().shape(),
+                TokenShape::Jwt
+            );
+        }
+        for token in [
+            "ory_at_k3Ymb0ZkZQ.Vq8pDqzE8lBbTZ3MEZ1j2",
+            "plain",
+            "a.b",
+            "a.b.c.d",
+            ".b.c",
+            "a..c",
+            "a.b.c=",
+            "a+.b.c",
+            "a.b/.c",
+            "a.b.c~",
+            "...",
+        ] {
+            assert_eq!(
+                BearerToken::parse(token.as_bytes()).unwrap().shape(),
+                TokenShape::Opaque,
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn session_tokens_are_not_ours() {
+        let t = BearerToken::parse(b"ory_st_abcDEF123").unwrap();
+        assert!(t.is_session_token());
+        assert!(!BearerToken::parse(b"ory_at_abc")
+            .unwrap()
+            .is_session_token());
+        assert!(!BearerToken::parse(JWT.as_bytes())
+            .unwrap()
+            .is_session_token());
+        assert!(!is_session_token(b"ory_st"));
+        assert!(!is_session_token(b"ORY_ST_abc"));
+    }
+
+    #[test]
+    fn error_texts() {
+        assert_eq!(TokenError::Empty.to_string(), "the bearer token is empty");
+        assert_eq!(
+            TokenError::TooLong.to_string(),
+            format!("the bearer token is longer than {MAX_TOKEN_LEN} bytes")
+        );
+        assert_eq!(
+            TokenError::InvalidBytes.to_string(),
+            "the bearer token contains bytes a token cannot hold"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let t = BearerToken::parse(b"ory_at_s3cr3tvalue").unwrap();
+        let text = format!("{t:?} {t:#?}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("18") && text.contains("Opaque"), "{text}");
+    }
+}
