@@ -143,7 +143,7 @@ pub struct Tag(pub u8);
 ///
 /// Two words rather than a `u128`: it is kept in location configurations, which nginx
 /// allocates with 8-byte alignment, less than the 16 bytes a `u128` needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Scope([u64; 2]);
 
 pub fn scope_of(settings: &str) -> Scope {

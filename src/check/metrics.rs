@@ -18,6 +18,7 @@ pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2
 #[derive(Default)]
 pub struct Metrics {
     pub session: CheckMetrics,
+    pub oauth2: CheckMetrics,
     pub permission: CheckMetrics,
 }
 
@@ -26,6 +27,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         self.session.render_into(&mut out, &SESSION_NAMES);
+        self.oauth2.render_into(&mut out, &OAUTH2_NAMES);
         self.permission.render_into(&mut out, &PERMISSION_NAMES);
         out
     }
@@ -48,6 +50,13 @@ pub const SESSION_NAMES: Names = Names {
     entries: "Sessions",
     service: "Kratos",
     call: "whoami",
+};
+
+pub const OAUTH2_NAMES: Names = Names {
+    prefix: "ory_oauth2",
+    entries: "Access tokens",
+    service: "Hydra",
+    call: "introspection",
 };
 
 pub const PERMISSION_NAMES: Names = Names {

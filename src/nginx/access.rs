@@ -13,10 +13,11 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
+use super::authentication::Authentication;
 use super::conf::LocConf;
 use super::context::{self, RequestCtx};
 use super::log::{self, CHECKING_SESSION};
-use super::{permission, session};
+use super::permission::PermissionCheck;
 use crate::check::decision::{Decision, Outcome};
 use crate::check::metrics::CheckMetrics;
 use crate::HttpOrySessionModule;
@@ -41,9 +42,16 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
 }
 
+/// The module's configuration of the location a request is in.
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn location_conf<'a>(r: *mut ngx_http_request_t) -> Option<&'a LocConf> {
+    HttpOrySessionModule::location_conf(Request::from_ngx_http_request(r))
+}
+
 unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let request = Request::from_ngx_http_request(r);
-    let Some(lcf) = HttpOrySessionModule::location_conf(request) else {
+    let Some(lcf) = location_conf(r) else {
         return NGX_DECLINED as ngx_int_t;
     };
     // The checks run once per client request: subrequests inherit the main request's
@@ -75,7 +83,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         let decision = check.decide(r, lcf, ctx);
         if ctx.first_decision(index) {
-            if let Some(m) = check.metrics() {
+            if let Some(m) = check.counted_in(lcf, ctx) {
                 m.decision(decision);
             }
         }
@@ -98,8 +106,8 @@ pub trait Check: Sync {
     /// Whether the check has begun for this request (its outcome may still be awaited).
     fn begun(&self, ctx: &RequestCtx) -> bool;
 
-    /// Where its decisions are counted.
-    fn metrics(&self) -> Option<&'static CheckMetrics>;
+    /// Where its decision for this request is counted.
+    fn counted_in(&self, lcf: &LocConf, ctx: &RequestCtx) -> Option<&'static CheckMetrics>;
 
     /// The first visit of a request: records an outcome at once (a cache hit, no credential)
     /// or parks the request on a call through a `Wait` of its context.
@@ -122,4 +130,4 @@ pub trait Check: Sync {
 }
 
 /// Every kind of check, in the order they run.
-static CHECKS: [&dyn Check; 2] = [&session::SessionCheck, &permission::PermissionCheck];
+static CHECKS: [&dyn Check; 2] = [&Authentication, &PermissionCheck];

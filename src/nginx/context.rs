@@ -18,6 +18,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModule, Request};
 
+use super::oauth2::OAuth2State;
 use super::permission::PermissionState;
 use super::session::SessionState;
 use crate::check::inflight::CallId;
@@ -35,8 +36,13 @@ pub struct RequestCtx {
     /// redirects), by their index in the driver's list.
     counted: u32,
     pub session: SessionState,
+    pub oauth2: OAuth2State,
     pub permission: PermissionState,
 }
+
+// nginx pools align to 8 bytes (NGX_ALIGNMENT): anything stricter in the context, such as a
+// u128 cache key, would be misaligned.
+const _: () = assert!(mem::align_of::<RequestCtx>() <= 8);
 
 impl RequestCtx {
     pub fn is_waiting(&self) -> bool {
@@ -182,6 +188,7 @@ pub unsafe fn attach<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCt
             parked: false,
             counted: 0,
             session: SessionState::default(),
+            oauth2: OAuth2State::default(),
             permission: PermissionState::default(),
         },
     );

@@ -17,6 +17,11 @@ pub const CHECKING_SESSION: Doing = Doing {
     checking: "session",
 };
 
+pub const CHECKING_OAUTH2: Doing = Doing {
+    directive: "ory_oauth2",
+    checking: "OAuth2 token",
+};
+
 pub const CHECKING_PERMISSION: Doing = Doing {
     directive: "ory_permission",
     checking: "permission",

@@ -2,17 +2,19 @@
 //!
 //! `module` registers the module and starts each worker's runtime; `conf` holds the
 //! directives; `access` is the access-phase driver, which runs every kind of check through
-//! its glue (`session`, `permission`); `context` is a request's record of its checks and waits; `bridge`
+//! its glue (`authentication` over `session` and `oauth2`, then `permission`); `context` is a request's record of its checks and waits; `bridge`
 //! carries calls to the runtime and their answers back; `variables`, `headers`, `request`,
 //! `status` and `log` are what the checks read from and write to nginx.
 
 mod access;
+mod authentication;
 mod bridge;
 mod conf;
 mod context;
 mod headers;
 mod log;
 pub mod module;
+mod oauth2;
 mod permission;
 mod request;
 mod session;

@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use super::{access, bridge, conf, permission, session, status, variables};
+use super::{access, bridge, conf, oauth2, permission, session, status, variables};
 
 pub struct HttpOrySessionModule;
 
@@ -84,6 +84,13 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         mcf.max_pending as usize,
         mcf.max_timeout as u64,
     );
+    oauth2::init_worker(
+        cycle,
+        mcf.oauth2_cache_size as usize,
+        mcf.max_pending as usize,
+        mcf.max_oauth2_timeout as u64,
+        &mcf.jwks,
+    );
     permission::init_worker(
         mcf.permission_cache_size as usize,
         mcf.max_pending as usize,
@@ -94,6 +101,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
     session::shutdown_worker();
+    oauth2::shutdown_worker();
     permission::shutdown_worker();
     bridge::stop();
 }

@@ -110,13 +110,18 @@ impl Check for PermissionCheck {
         ctx.permission.begun
     }
 
-    fn metrics(&self) -> Option<&'static CheckMetrics> {
+    fn counted_in(&self, _lcf: &LocConf, _ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         metrics()
     }
 
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         (*ctx).permission.begun = true;
-        let subject = (*ctx).session.session.as_ref().map(|s| s.user_id.clone());
+        // The session's identity, else the access token's subject.
+        let subject = match (&(*ctx).session.session, &(*ctx).oauth2.verified) {
+            (Some(session), _) if (*ctx).session.allowed() => Some(session.user_id.clone()),
+            (_, Some(token)) if (*ctx).oauth2.allowed() => token.claims.sub.clone(),
+            _ => None,
+        };
         evaluate(
             r,
             &lcf.permission,

@@ -25,6 +25,7 @@ use crate::check::decision::{Decision, Outcome};
 use crate::check::inflight::{CallId, JoinError, Joined};
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
+use crate::oauth2::token::is_session_token;
 use crate::session::credential::{self, CredentialKind, OwnedCredential};
 use crate::session::model::{Answer, Session};
 use crate::session::{self, browser, whoami, WhoamiResult};
@@ -48,6 +49,17 @@ pub struct SessionState {
     /// Credentials hidden and cookies added: done once, even if the phases run again.
     applied: bool,
     wait: Wait,
+}
+
+impl SessionState {
+    pub fn allowed(&self) -> bool {
+        self.outcome == Some(Outcome::Allowed)
+    }
+
+    /// The request carried no session credential.
+    pub fn found_nothing(&self) -> bool {
+        self.credential.is_none() && self.outcome == Some(Outcome::Unauthenticated)
+    }
 }
 
 impl Drop for SessionState {
@@ -110,7 +122,7 @@ impl Check for SessionCheck {
         ctx.session.outcome.is_some() || ctx.session.wait.call.is_some()
     }
 
-    fn metrics(&self) -> Option<&'static CheckMetrics> {
+    fn counted_in(&self, _lcf: &LocConf, _ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         metrics()
     }
 
@@ -139,7 +151,7 @@ enum Begun {
 /// in flight) or parks the request on a whoami call.
 unsafe fn begin(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
     let conf = &lcf.session;
-    let begun = find_answer(r, conf, &mut (*ctx).session);
+    let begun = find_answer(r, lcf, &mut (*ctx).session);
     if let Begun::Waits(call) = begun {
         let wait = &raw mut (*ctx).session.wait;
         Wait::park(wait, ctx, call, conf.timeout, on_timeout);
@@ -148,14 +160,30 @@ unsafe fn begin(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx)
 
 unsafe fn find_answer(
     r: *mut ngx_http_request_t,
-    conf: &SessionConf,
+    lcf: &LocConf,
     state: &mut SessionState,
 ) -> Begun {
+    let conf = &lcf.session;
+    let tokens_too = lcf.oauth2.enabled();
     // The bytes are checked on a cache miss only (see choose_credential).
     let credential = match credential::choose_credential(request::headers(r), conf.cookie()) {
-        Ok(Some(credential)) => credential,
-        Ok(None) => return refuse(r, state, "no session credential in the request"),
+        // Where OAuth2 tokens are taken too, a bearer token is a session's only with
+        // Kratos' prefix.
+        Ok(Some(c))
+            if tokens_too && c.kind == CredentialKind::Bearer && !is_session_token(c.value) =>
+        {
+            None
+        }
+        Ok(found) => found,
         Err(err) => return refuse(r, state, &err.to_string()),
+    };
+    let Some(credential) = credential else {
+        if tokens_too {
+            // The OAuth2 check may find a token; the driver logs when neither finds one.
+            state.outcome = Some(Outcome::Unauthenticated);
+            return Begun::Decided;
+        }
+        return refuse(r, state, "no session credential in the request");
     };
     state.credential = Some(credential.kind);
     let waiter: *mut Wait = &mut state.wait;

@@ -14,6 +14,7 @@ use ngx::ffi::{
 };
 
 use super::context;
+use crate::oauth2::claims::Claims;
 use crate::session::model::Session;
 
 type Field = fn(&Session) -> &str;
@@ -34,6 +35,19 @@ const SESSION_FIELDS: [(&str, Field); 10] = [
 
 const TRAIT_PREFIX: &str = "ory_trait_";
 
+type ClaimField = fn(&Claims) -> &str;
+
+/// Variables taken straight from the access token's claims (header-safe texts).
+const TOKEN_FIELDS: [(&str, ClaimField); 3] = [
+    ("ory_oauth2_subject", |c| c.text("sub").unwrap_or("")),
+    ("ory_oauth2_client_id", |c| {
+        c.text("client_id").unwrap_or("")
+    }),
+    ("ory_oauth2_scope", |c| &c.scope_text),
+];
+
+const CLAIM_PREFIX: &str = "ory_oauth2_claim_";
+
 /// Registers every variable; called from preconfiguration.
 ///
 /// # Safety
@@ -44,7 +58,13 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> Result<(), ()> {
         add(cf, name, session_field, index, 0)?;
     }
     add(cf, TRAIT_PREFIX, session_trait, 0, NGX_HTTP_VAR_PREFIX)?;
+    for (index, (name, _)) in TOKEN_FIELDS.iter().enumerate() {
+        add(cf, name, token_field, index, 0)?;
+    }
+    add(cf, CLAIM_PREFIX, token_claim, 0, NGX_HTTP_VAR_PREFIX)?;
+    add(cf, "ory_oauth2_expires_at", token_expires_at, 0, 0)?;
     add(cf, "ory_session_cache_status", cache_status, 0, 0)?;
+    add(cf, "ory_oauth2_cache_status", cache_status, 2, 0)?;
     add(cf, "ory_permission_cache_status", cache_status, 1, 0)?;
     add(cf, "ory_session_kratos_time", kratos_time, 0, 0)?;
     Ok(())
@@ -177,6 +197,93 @@ unsafe extern "C" fn session_trait(
     })
 }
 
+unsafe fn claims<'a>(r: *mut ngx_http_request_t) -> Option<&'a Claims> {
+    Some(&context::find((*r).main)?.oauth2.verified.as_deref()?.claims)
+}
+
+unsafe extern "C" fn token_field(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    guarded(|| {
+        let Some((_, field)) = TOKEN_FIELDS.get(data) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        set(v, claims(r).map_or("", field))
+    })
+}
+
+/// `$ory_oauth2_claim_<name>`: a top-level claim (for introspection, a field of the
+/// answer) as text, objects and arrays as JSON. Claim names match without regard to ASCII
+/// case, since nginx lowercases variable names.
+unsafe extern "C" fn token_claim(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    guarded(|| {
+        let name = &*(data as *const ngx_str_t);
+        let claim = name
+            .as_bytes()
+            .get(CLAIM_PREFIX.len()..)
+            .unwrap_or_default();
+        let value = core::str::from_utf8(claim)
+            .ok()
+            .and_then(|name| {
+                let claims = claims(r)?;
+                claims.text(name).or_else(|| {
+                    let (_, value) = claims
+                        .texts()
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+                    Some(&**value)
+                })
+            })
+            .unwrap_or("");
+        set(v, value)
+    })
+}
+
+/// `$ory_oauth2_expires_at`: the token's `exp` as an RFC 3339 time, like
+/// `$ory_session_expires_at`.
+unsafe extern "C" fn token_expires_at(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guarded(|| {
+        let Some(text) = claims(r)
+            .and_then(|c| c.exp)
+            .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+        else {
+            return set(v, "");
+        };
+        set_pool_copy(r, v, &text)
+    })
+}
+
+/// Sets a value made for this request, copied into its pool.
+unsafe fn set_pool_copy(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    text: &str,
+) -> ngx_int_t {
+    let data = ngx_pnalloc((*r).pool, text.len().max(1)).cast::<u8>();
+    if data.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    core::ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
+    set(
+        v,
+        core::str::from_utf8_unchecked(core::slice::from_raw_parts(data, text.len())),
+    )
+}
+
 /// nginx lowercases variable names, so `$ory_trait_firstName` arrives as `firstname`:
 /// match trait names without regard to ASCII case.
 fn trait_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -189,7 +296,8 @@ fn trait_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     })
 }
 
-/// `$ory_session_cache_status` (data 0) and `$ory_permission_cache_status` (data 1).
+/// `$ory_session_cache_status` (data 0), `$ory_permission_cache_status` (1) and
+/// `$ory_oauth2_cache_status` (2).
 unsafe extern "C" fn cache_status(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -198,7 +306,8 @@ unsafe extern "C" fn cache_status(
     guarded(|| {
         let status = context::find((*r).main).map_or("", |ctx| match data {
             0 => ctx.session.cache_status.as_str(),
-            _ => ctx.permission.cache_status.as_str(),
+            1 => ctx.permission.cache_status.as_str(),
+            _ => ctx.oauth2.cache_status.as_str(),
         });
         set(v, status)
     })
@@ -215,15 +324,6 @@ unsafe extern "C" fn kratos_time(
         let Some(ms) = context::find((*r).main).and_then(|ctx| ctx.session.kratos_ms) else {
             return set(v, "");
         };
-        let text = format!("{}.{:03}", ms / 1000, ms % 1000);
-        let data = ngx_pnalloc((*r).pool, text.len()).cast::<u8>();
-        if data.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        core::ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
-        set(
-            v,
-            core::str::from_utf8_unchecked(core::slice::from_raw_parts(data, text.len())),
-        )
+        set_pool_copy(r, v, &format!("{}.{:03}", ms / 1000, ms % 1000))
     })
 }

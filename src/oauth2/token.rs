@@ -124,20 +124,24 @@ pub fn find_bearer_token<'a, I>(headers: I) -> Result<Option<BearerToken<'a>>, T
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
 {
-    let Some((_, value)) = headers
+    bearer_value(headers).map(BearerToken::parse).transpose()
+}
+
+/// The bytes after `Bearer ` in the request's first Authorization header, unchecked: what
+/// a cache lookup hashes. An entry exists only for a token that passed
+/// [`BearerToken::parse`], so a hit needs no check; a miss parses the same bytes.
+pub fn bearer_value<'a, I>(headers: I) -> Option<&'a [u8]>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let (_, value) = headers
         .into_iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"authorization"))
-    else {
-        return Ok(None);
-    };
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"authorization"))?;
     let (scheme, token) = match value.iter().position(|&b| b == b' ') {
         Some(space) => (&value[..space], &value[space + 1..]),
         None => (value, &b""[..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Ok(None);
-    }
-    BearerToken::parse(token).map(Some)
+    scheme.eq_ignore_ascii_case(b"bearer").then_some(token)
 }
 
 /// RFC 6750 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

@@ -14,13 +14,17 @@ use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_post_handler_pt, ngx_conf_post_t, ngx_conf_set_flag_slot,
     ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_t, ngx_flag_t,
-    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE3, NGX_CONF_TAKE4, NGX_CONF_UNSET,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_http_set_complex_value_slot, ngx_int_t, ngx_msec_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_CONF_TAKE3, NGX_CONF_TAKE4,
+    NGX_CONF_UNSET, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+use std::sync::Arc;
+
+use crate::check::key::Scope;
+use crate::oauth2::jwks_cache::Policy;
 
 use crate::HttpOrySessionModule;
 
@@ -41,6 +45,13 @@ pub struct MainConf {
     pub cache_size: ngx_int_t,
     /// `ory_permission_cache_size`
     pub permission_cache_size: ngx_int_t,
+    /// `ory_oauth2_cache_size`
+    pub oauth2_cache_size: ngx_int_t,
+    /// The longest `ory_oauth2_timeout`.
+    pub max_oauth2_timeout: ngx_msec_t,
+    /// Every key set a location with `ory_oauth2 on` verifies JWTs with, by URL: each
+    /// worker fetches them when it starts.
+    pub jwks: Vec<(Scope, Arc<reqwest::Url>, Policy)>,
     /// `ory_session_max_pending`: the bound of every kind of check's calls in flight.
     pub max_pending: ngx_int_t,
     /// The longest `ory_session_timeout` of any location: how long one shared call may run.
@@ -57,6 +68,9 @@ impl Default for MainConf {
         MainConf {
             cache_size: NGX_CONF_UNSET_INT,
             permission_cache_size: NGX_CONF_UNSET_INT,
+            oauth2_cache_size: NGX_CONF_UNSET_INT,
+            max_oauth2_timeout: oauth2::DEFAULT_TIMEOUT_MS,
+            jwks: Vec::new(),
             max_pending: NGX_CONF_UNSET_INT,
             max_timeout: session::DEFAULT_TIMEOUT_MS,
             max_permission_timeout: permission::DEFAULT_TIMEOUT_MS,
@@ -93,17 +107,24 @@ impl core::fmt::Display for Source {
     }
 }
 
+mod oauth2;
 mod permission;
 mod session;
 
+pub use oauth2::OAuth2Conf;
 pub use permission::{Line, LineSubject, PermissionConf, Value};
 pub use session::SessionConf;
 use session::{set_aal, set_cookie, set_enable, set_kratos_url, set_tokenize_as};
+
+// nginx pools align to 8 bytes (NGX_ALIGNMENT), and the configurations live there.
+const _: () = assert!(core::mem::align_of::<LocConf>() <= 8);
+const _: () = assert!(core::mem::align_of::<MainConf>() <= 8);
 
 /// `http`, `server` and `location` settings, a part per kind of check.
 #[derive(Default)]
 pub struct LocConf {
     pub session: SessionConf,
+    pub oauth2: OAuth2Conf,
     pub permission: PermissionConf,
 }
 
@@ -143,6 +164,9 @@ pub unsafe extern "C" fn init_main_conf(_cf: *mut ngx_conf_t, conf: *mut c_void)
     if conf.permission_cache_size == NGX_CONF_UNSET_INT {
         conf.permission_cache_size = DEFAULT_CACHE_SIZE;
     }
+    if conf.oauth2_cache_size == NGX_CONF_UNSET_INT {
+        conf.oauth2_cache_size = DEFAULT_CACHE_SIZE;
+    }
     if conf.max_pending == NGX_CONF_UNSET_INT {
         conf.max_pending = DEFAULT_MAX_PENDING;
     }
@@ -167,11 +191,25 @@ pub unsafe extern "C" fn merge_loc_conf(
     let conf = &mut *conf.cast::<LocConf>();
     conf.session.merge(&prev.session);
     conf.permission.merge(&prev.permission);
+    let oauth2 = conf.oauth2.merge(&prev.oauth2).err();
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
         main.max_timeout = main.max_timeout.max(conf.session.timeout);
         main.max_permission_timeout = main.max_permission_timeout.max(conf.permission.timeout);
+        main.max_oauth2_timeout = main.max_oauth2_timeout.max(conf.oauth2.timeout);
+        if let Some((scope, url, policy)) = oauth2::jwks_of(&conf.oauth2) {
+            match main.jwks.iter_mut().find(|(s, _, _)| *s == scope) {
+                // One key set per URL: the shortest TTL any location asks for.
+                Some(known) if policy.ttl() < known.2.ttl() => known.2 = policy,
+                Some(_) => {}
+                None => main.jwks.push((scope, url, policy)),
+            }
+        }
     }
-    let problem = conf.session.problem().or_else(|| conf.permission.problem());
+    let problem = conf
+        .session
+        .problem()
+        .or_else(|| conf.permission.problem())
+        .or(oauth2);
     if let Some(problem) = problem {
         ngx_log_error!(NGX_LOG_EMERG, (*cf).log, "{}", problem);
         return NGX_CONF_ERROR;
@@ -328,6 +366,21 @@ const fn post_of<T>(post: *const T) -> *mut c_void {
     post.cast_mut().cast()
 }
 
+/// Offsets of the OAuth2 part of the location configuration.
+macro_rules! oauth2 {
+    ($field:ident) => {
+        offset_of!(LocConf, oauth2) + offset_of!(OAuth2Conf, $field)
+    };
+}
+
+static LEEWAY_BOUNDS: ngx_conf_post_t = ngx_conf_post_t {
+    post_handler: Some(oauth2::leeway_bounds),
+};
+
+static JWKS_TTL_BOUNDS: ngx_conf_post_t = ngx_conf_post_t {
+    post_handler: Some(oauth2::jwks_ttl_bounds),
+};
+
 /// Offsets of the permission part of the location configuration.
 macro_rules! permission {
     ($field:ident) => {
@@ -342,7 +395,7 @@ macro_rules! session {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 21] = [
+pub static mut COMMANDS: [ngx_command_t; 34] = [
     loc(
         ngx_string!("ory_session"),
         NGX_CONF_FLAG,
@@ -459,6 +512,93 @@ pub static mut COMMANDS: [ngx_command_t; 21] = [
         NGX_CONF_TAKE1,
         ngx_conf_set_msec_slot,
         permission!(negative_ttl),
+    ),
+    loc(
+        ngx_string!("ory_oauth2"),
+        NGX_CONF_FLAG,
+        oauth2::set_enable,
+        oauth2!(enable),
+    ),
+    loc(
+        ngx_string!("ory_oauth2_jwks_url"),
+        NGX_CONF_TAKE1,
+        oauth2::set_jwks_url,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_introspection_url"),
+        NGX_CONF_TAKE1,
+        oauth2::set_introspection_url,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_introspection_header"),
+        NGX_CONF_TAKE2,
+        oauth2::set_introspection_header,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_issuer"),
+        NGX_CONF_1MORE,
+        oauth2::set_issuer,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_audience"),
+        NGX_CONF_1MORE,
+        oauth2::set_audience,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_scope"),
+        NGX_CONF_1MORE,
+        oauth2::set_scope,
+        0,
+    ),
+    ngx_command_t {
+        post: post_of(&raw const LEEWAY_BOUNDS),
+        ..loc(
+            ngx_string!("ory_oauth2_leeway"),
+            NGX_CONF_TAKE1,
+            ngx_conf_set_msec_slot,
+            oauth2!(leeway),
+        )
+    },
+    ngx_command_t {
+        post: post_of(&raw const POSITIVE_MSEC),
+        ..loc(
+            ngx_string!("ory_oauth2_timeout"),
+            NGX_CONF_TAKE1,
+            ngx_conf_set_msec_slot,
+            oauth2!(timeout),
+        )
+    },
+    loc(
+        ngx_string!("ory_oauth2_cache_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        oauth2!(cache_ttl),
+    ),
+    loc(
+        ngx_string!("ory_oauth2_cache_negative_ttl"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        oauth2!(negative_ttl),
+    ),
+    ngx_command_t {
+        post: post_of(&raw const JWKS_TTL_BOUNDS),
+        ..loc(
+            ngx_string!("ory_oauth2_jwks_cache_ttl"),
+            NGX_CONF_TAKE1,
+            ngx_conf_set_msec_slot,
+            oauth2!(jwks_cache_ttl),
+        )
+    },
+    main(
+        ngx_string!("ory_oauth2_cache_size"),
+        ngx_conf_set_num_slot,
+        offset_of!(MainConf, oauth2_cache_size),
+        post_of(&raw const CACHE_SIZE_BOUNDS),
     ),
     main(
         ngx_string!("ory_permission_cache_size"),
