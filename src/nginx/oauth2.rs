@@ -121,6 +121,8 @@ struct KeySlot {
     url: Arc<reqwest::Url>,
     cache: JwksCache,
     running: Option<Fetch>,
+    /// Why the last fetch failed, for requests that find no keys because of it.
+    last_error: Option<CallError>,
     waiters: Vec<*mut Wait>,
     /// Cancelable: a worker shutting down does not wait for the next refresh.
     timer: ngx_event_t,
@@ -193,6 +195,7 @@ pub unsafe fn init_worker(
             url: url.clone(),
             cache: JwksCache::new(*policy, now),
             running: None,
+            last_error: None,
             waiters: Vec::new(),
             // SAFETY: an all-zero event is an idle one, as ngx_pcalloc hands them out.
             timer: unsafe { core::mem::zeroed() },
@@ -276,6 +279,10 @@ fn on_fetch_done(id: CallId, (scope, result): FetchResult) {
         slot.running = None;
         let report = slot.cache.fetch_done(Instant::now(), fetch, result);
         log_fetch(slot, &report);
+        slot.last_error = match report {
+            FetchReport::Failed { error, .. } => Some(error),
+            _ => None,
+        };
         // A fetch for an unknown kid that failed may be retried for the waiters' sake.
         if let Some(next) = slot.cache.poll(Instant::now()) {
             start_fetch(slot, next, timeout);
@@ -582,10 +589,18 @@ unsafe fn verify_jwt(
             return wait_for_keys(conf, slot, token, key, waiter, state);
         }
         KeysFor::Unavailable => {
-            return Found::Answer(
-                Outcome::BadGateway,
+            return Found::Reason(
+                slot.last_error
+                    .as_ref()
+                    .map_or(Outcome::BadGateway, CallError::outcome),
                 Answer::InvalidToken,
-                "the JWKS endpoint has not answered yet, no keys to verify the token",
+                format!(
+                    "no keys to verify the token: {}",
+                    slot.last_error
+                        .as_ref()
+                        .map_or("the JWKS endpoint has not answered".into(), |e| e
+                            .describe(&JWKS_ENDPOINT))
+                ),
             )
         }
     };
@@ -606,10 +621,12 @@ unsafe fn verify_jwt(
                 Answer::InvalidToken,
                 "the token's key is not in the JWKS",
             ),
-            KidDecision::Unavailable => Found::Answer(
-                Outcome::BadGateway,
+            KidDecision::Unavailable => Found::Reason(
+                slot.last_error
+                    .as_ref()
+                    .map_or(Outcome::BadGateway, CallError::outcome),
                 Answer::InvalidToken,
-                "the token's key is unknown and the JWKS endpoint failed",
+                "the token's key is unknown and the JWKS endpoint failed".into(),
             ),
         },
         Err(e) => {

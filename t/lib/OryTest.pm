@@ -168,6 +168,29 @@ sub start_keto ($self, %o) {
 }
 
 sub keto_url ($self, $name = 'keto') { 'http://127.0.0.1:' . $self->port($name) }
+
+# The Hydra double (t/lib/hydra-double): a JWKS and an introspection endpoint; mints tokens
+# with PyJWT. Its keys are made once per test file and kept in the prefix, so a restart
+# serves the same set. Returns its base URL (which is also the issuer of its tokens).
+sub start_hydra ($self, %o) {
+    my $name = $o{name} // 'hydra';
+    my $port = $self->port($name);
+    $self->_daemon($name, "$TOP/t/lib/hydra-double", '--listen', "127.0.0.1:$port",
+        '--keys', "$self->{prefix}/conf/$name-keys.json", '--pid-file', "$self->{prefix}/logs/$name.pid");
+    return $self->hydra_url($name);
+}
+
+sub hydra_url ($self, $name = 'hydra') { 'http://127.0.0.1:' . $self->port($name) }
+sub hydra_calls ($self, $name = 'hydra') { $self->_stub(GET => '/__double/calls', undef, $name) }
+sub hydra_reset ($self, $name = 'hydra') { $self->_stub(POST => '/__double/reset', {}, $name) }
+sub hydra_behaviour ($self, $b, $name = 'hydra') { $self->_stub(POST => '/__double/behaviour', $b, $name) }
+sub hydra_rotate ($self, $b = {}, $name = 'hydra') { $self->_stub(POST => '/__double/rotate', $b, $name) }
+# A JWT signed by the double: jwt(alg => 'RS256', claims => {...}, header => {...}, kid => ...).
+sub jwt ($self, %o) { $self->_stub(POST => '/__double/jwt', \%o, $o{name} // 'hydra')->{token} }
+# An attack token: forged(kind => 'none' | 'hs256-public-key', claims => {...}).
+sub forged_token ($self, %o) { $self->_stub(POST => '/__double/forged', \%o, $o{name} // 'hydra')->{token} }
+# An opaque token the double's introspection knows: opaque(claims => {...}, active => 1).
+sub opaque_token ($self, %o) { $self->_stub(POST => '/__double/opaque', \%o, $o{name} // 'hydra')->{token} }
 sub keto_calls ($self, $name = 'keto') { $self->_stub(GET => '/__double/calls', undef, $name) }
 sub keto_reset ($self, $name = 'keto') { $self->_stub(POST => '/__double/reset', {}, $name) }
 sub keto_behaviour ($self, $b, $name = 'keto') { $self->_stub(POST => '/__double/behaviour', $b, $name) }
@@ -184,7 +207,9 @@ sub _daemon ($self, $name, $script, @args) {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', $log;
         open STDERR, '>&', \*STDOUT;
-        exec($^X, $script, @args, '--parent-pid', getppid) or POSIX::_exit(127);
+        # Perl doubles run with this perl; others (the Python Hydra double) by their #! line.
+        my @run = _slurp($script) =~ /\A#![^\n]*perl/ ? ($^X, $script) : ($script);
+        exec(@run, @args, '--parent-pid', getppid) or POSIX::_exit(127);
     }
     $self->{procs}{$name} = $pid;
     my $port = $self->port($name);
@@ -234,6 +259,7 @@ sub expand ($self, $text) {
     $text =~ s/%%HTTP_PORT%%/$self->port('http')/ge;
     $text =~ s/%%KRATOS_URL%%/$self->kratos_url/ge;
     $text =~ s/%%KETO_URL%%/$self->keto_url/ge;
+    $text =~ s/%%HYDRA_URL%%/$self->hydra_url/ge;
     $text =~ s/%%KRATOS_PORT%%/$self->port('kratos')/ge;
     $text =~ s/%%BACKEND_PORT%%/$self->port('backend')/ge;
     $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;
