@@ -1,7 +1,7 @@
 package OryTest;
 
 # The end-to-end test harness: our own small Test::Nginx. Each OryTest object owns a temporary
-# nginx prefix, named free ports, and the helper daemons it started (scripts/kratos-stub,
+# nginx prefix, named free ports, and the helper daemons it started (t/lib/kratos-double,
 # t/lib/echo-backend). Requests go over raw sockets so tests can send any bytes at all.
 #
 #   my $t = OryTest->new;
@@ -143,7 +143,7 @@ sub start_kratos ($self, %o) {
         $sessions = "$TOP/$sessions";
     }
     my $port = $self->port($name);
-    $self->_daemon($name, "$TOP/scripts/kratos-stub", '--listen', "127.0.0.1:$port",
+    $self->_daemon($name, "$TOP/t/lib/kratos-double", '--listen', "127.0.0.1:$port",
         '--sessions', $sessions, '--pid-file', "$self->{prefix}/logs/$name.pid");
     return $self->kratos_url($name);
 }
