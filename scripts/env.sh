@@ -2,9 +2,12 @@
 # sees the same values and nginx is not reconfigured and rebuilt between calls.
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target}
-# auth_request is needed by the benchmark and the gateway recipes; --with-debug makes
-# `error_log ... debug` work in tests.
-export NGX_CONFIGURE_ARGS=${NGX_CONFIGURE_ARGS:-"--with-http_auth_request_module --with-debug"}
+# The vendored nginx's configure arguments live in .cargo/config.toml, where plain cargo
+# commands read them too. Cargo reads that file only below the directory it runs in, so the
+# value is exported here as well, for cargo commands run from elsewhere (--manifest-path).
+NGX_CONFIGURE_ARGS=$(sed -n 's/^NGX_CONFIGURE_ARGS *= *"\(.*\)"$/\1/p' "$top/.cargo/config.toml")
+[[ -n $NGX_CONFIGURE_ARGS ]] || { echo "no NGX_CONFIGURE_ARGS in $top/.cargo/config.toml" >&2; exit 1; }
+export NGX_CONFIGURE_ARGS
 profile=release
 
 # Prints the path of the nginx binary built by the vendored nginx-sys.

@@ -9,10 +9,7 @@ use OryTest;
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my $BOB  = '6a1f2e3d-4c5b-4a69-8788-99aabbccddee';
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF');
+my $t = OryTest->new->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 1s;
     # Every request in this file asks Kratos: the cache has its own tests.
@@ -41,16 +38,6 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
-
-# Runs one request with a fresh call counter; returns (response, whoami calls, new log lines).
-sub check ($path, @headers) {
-    $t->kratos_reset;
-    my $before = () = $t->log_lines(qr/ory_session: /);
-    my $r = $t->get($path, @headers);
-    my @lines = $t->log_lines(qr/ory_session: /);
-    return ($r, $t->kratos_calls->{count}, [@lines[$before .. $#lines]]);
-}
 
 my @jane = (Cookie => 'ory_kratos_session=jane-cookie');
 
@@ -62,7 +49,7 @@ subtest 'a valid session lets the request through with the identity' => sub {
         [bearer_case => [Authorization => 'bEaReR ory_st_bob'],       $BOB],
     ) {
         my ($name, $headers, $id) = @$case;
-        my ($r, $calls, $log) = check('/app', @$headers);
+        my ($r, $calls, $log) = $t->check('/app', @$headers);
         is $r->{status}, 200, "$name: 200";
         is $r->{json}{headers}{'x-user-id'}, $id, "$name: the upstream gets the user id";
         is $calls, 1, "$name: one whoami call";
@@ -71,7 +58,7 @@ subtest 'a valid session lets the request through with the identity' => sub {
 };
 
 subtest 'no credential: 401 without asking Kratos' => sub {
-    my ($r, $calls, $log) = check('/app');
+    my ($r, $calls, $log) = $t->check('/app');
     is $r->{status}, 401, 'answered 401';
     is $calls, 0, 'Kratos not called';
     is scalar @$log, 1, 'one log line';
@@ -87,7 +74,7 @@ subtest 'Kratos refusals' => sub {
         ['AAL not satisfied' => 'aal2-required-cookie', 403, qr/assurance level/],
     ) {
         my ($name, $cookie, $status, $reason) = @$case;
-        my ($r, $calls, $log) = check('/app', Cookie => "ory_kratos_session=$cookie");
+        my ($r, $calls, $log) = $t->check('/app', Cookie => "ory_kratos_session=$cookie");
         is $r->{status}, $status, "$name: $status";
         is $calls, 1, "$name: one whoami call";
         is scalar @$log, 1, "$name: logged once";
@@ -115,15 +102,10 @@ subtest 'Kratos failures fail closed' => sub {
         [stall       => {mode => 'stall_body'},             504, qr/did not answer/],
     ) {
         my ($name, $behaviour, $status, $reason) = @$case;
-        $t->kratos_reset;
-        $t->kratos_behaviour($behaviour);
-        my $before = () = $t->log_lines(qr/ory_session: /);
-        my $r = $t->get('/app', @jane);
-        my @lines = $t->log_lines(qr/ory_session: /);
-        my @new = @lines[$before .. $#lines];
+        my ($r, undef, $log) = $t->check_while($behaviour, '/app', @jane);
         is $r->{status}, $status, "$name: $status";
-        is scalar @new, 1, "$name: logged once";
-        like $new[0] // '', qr/\[error\] .*ory_session: .*$reason.* while checking session/,
+        is scalar @$log, 1, "$name: logged once";
+        like $log->[0] // '', qr/\[error\] .*ory_session: .*$reason.* while checking session/,
             "$name: reason at error level";
         unlike $r->{body}, qr/\Q$JANE\E/, "$name: nothing of the session leaks";
     }
@@ -132,19 +114,19 @@ subtest 'Kratos failures fail closed' => sub {
 };
 
 subtest 'Kratos not listening' => sub {
-    my ($r, undef, $log) = check('/dead/x', @jane);
+    my ($r, undef, $log) = $t->check('/dead/x', @jane);
     is $r->{status}, 502, 'answered 502';
     like $log->[0] // '', qr/\[error\] .*unreachable/, 'logged as unreachable';
 };
 
 subtest 'a path prefix in ory_session_kratos_url is kept' => sub {
-    my ($r) = check('/prefixed/x', @jane);
+    my ($r) = $t->check('/prefixed/x', @jane);
     is $r->{status}, 200, 'answered 200';
     is $t->kratos_calls->{requests}[0]{path}, '/.ory/sessions/whoami', 'whoami under the prefix';
 };
 
 subtest 'only the session credential reaches Kratos' => sub {
-    my ($r) = check('/app', Cookie => 'theme=dark; ory_kratos_session=jane-cookie; csrf_token=abc',
+    my ($r) = $t->check('/app', Cookie => 'theme=dark; ory_kratos_session=jane-cookie; csrf_token=abc',
         'X-Other' => 'x', Authorization => 'Basic Zm9vOmJhcg==');
     is $r->{status}, 200, 'answered 200';
     my $req = $t->kratos_calls->{requests}[0];
@@ -155,20 +137,20 @@ subtest 'only the session credential reaches Kratos' => sub {
     is $req->{path}, '/sessions/whoami', 'whoami path';
     like $req->{headers}{accept} // '', qr{application/json}, 'asks for JSON';
 
-    ($r) = check('/app', 'X-Session-Token' => 'ory_st_bob', Cookie => 'ory_kratos_session=jane-cookie');
+    ($r) = $t->check('/app', 'X-Session-Token' => 'ory_st_bob', Cookie => 'ory_kratos_session=jane-cookie');
     is $r->{json}{headers}{'x-user-id'}, $BOB, 'X-Session-Token wins over the cookie';
     $req = $t->kratos_calls->{requests}[0];
     is $req->{headers}{'x-session-token'}, 'ory_st_bob', 'token sent';
     ok !exists $req->{headers}{cookie}, 'and the cookie is not';
 
-    ($r) = check('/app', Authorization => 'Bearer ory_st_bob', Cookie => 'ory_kratos_session=jane-cookie');
+    ($r) = $t->check('/app', Authorization => 'Bearer ory_st_bob', Cookie => 'ory_kratos_session=jane-cookie');
     is $r->{json}{headers}{'x-user-id'}, $JANE, 'the cookie wins over a bearer token';
 };
 
 subtest 'a client cannot choose its identity' => sub {
-    my ($r) = check('/app', @jane, 'X-User-Id' => 'someone-else');
+    my ($r) = $t->check('/app', @jane, 'X-User-Id' => 'someone-else');
     is $r->{json}{headers}{'x-user-id'}, $JANE, 'proxy_set_header overrides the client value';
-    ($r) = check('/app', 'X-User-Id' => 'someone-else');
+    ($r) = $t->check('/app', 'X-User-Id' => 'someone-else');
     is $r->{status}, 401, 'and without a session the request does not get through';
 };
 
@@ -181,7 +163,7 @@ subtest 'hostile credentials are refused without a Kratos call' => sub {
         ['bearer with high bytes'  => [Authorization => "Bearer \xff\xfe"]],
     ) {
         my ($name, $headers) = @$case;
-        my ($r, $calls, $log) = check('/app', @$headers);
+        my ($r, $calls, $log) = $t->check('/app', @$headers);
         is $r->{status}, 401, "$name: 401";
         is $calls, 0, "$name: Kratos not called";
         is scalar @$log, 1, "$name: logged once";

@@ -7,10 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use OryTest;
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF');
+my $t = OryTest->new->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
 
     server {
@@ -56,10 +53,8 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
 
-open my $fh, '<', "$FindBin::Bin/lib/sessions.json" or die;
-my ($jane) = grep { $_->{name} eq 'jane' } @{ decode_json(do { local $/; <$fh> })->{sessions} };
+my $jane = OryTest->fixture_session('jane');
 my $JANE_ID = $jane->{session}{identity}{id};
 
 subtest 'every variable reaches the upstream' => sub {

@@ -18,10 +18,7 @@ EOF
 
 # The main server: default cache size (10000), TTL 60s and negative TTL 10s on /, other
 # values per location.
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<"EOF");
+my $t = OryTest->new->serve(<<"EOF");
     ory_session_kratos_url %%KRATOS_URL%%;
 
     server {
@@ -60,15 +57,12 @@ $COMMON
         }
     }
 EOF
-$t->start_nginx;
 
-# A tiny cache, for eviction.
-my $small = OryTest->new;
-$small->start_kratos;
-$small->start_backend;
-$small->write_config(<<"EOF");
+# Another nginx with one location, /, and the cache size $size.
+sub with_cache_size ($size) {
+    return OryTest->new->serve(<<"EOF");
     ory_session_kratos_url %%KRATOS_URL%%;
-    ory_session_cache_size 3;
+    ory_session_cache_size $size;
 
     server {
         listen 127.0.0.1:%%HTTP_PORT%%;
@@ -78,25 +72,9 @@ $COMMON
         }
     }
 EOF
-$small->start_nginx;
-
-# No cache at all.
-my $off = OryTest->new;
-$off->start_kratos;
-$off->start_backend;
-$off->write_config(<<"EOF");
-    ory_session_kratos_url %%KRATOS_URL%%;
-    ory_session_cache_size 0;
-
-    server {
-        listen 127.0.0.1:%%HTTP_PORT%%;
-$COMMON
-        location / {
-            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
-        }
-    }
-EOF
-$off->start_nginx;
+}
+my $small = with_cache_size(3);    # a tiny cache, for eviction
+my $off = with_cache_size(0);      # no cache at all
 
 sub rfc3339 ($at) {
     return strftime('%Y-%m-%dT%H:%M:%S', gmtime int $at) . sprintf('.%03dZ', ($at - int $at) * 1000);
@@ -152,22 +130,6 @@ sub step ($o, $label, $path, $headers, %want) {
     is $calls, $want{calls}, "$label: $want{calls} whoami call(s)";
     is $r->{user}, $want{user}, "$label: the upstream gets the user id" if $want{user};
     return $r;
-}
-
-# Runs $code in a child process that exits at once with the number it returns (0..255): for
-# a request that must overlap with the parent's. No END block or test runs in the child.
-sub in_child ($code) {
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        my $rc = eval { $code->() } // 255;
-        POSIX::_exit($rc);
-    }
-    return $pid;
-}
-
-sub child_status ($pid) {
-    waitpid $pid, 0;
-    return $? >> 8;
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -402,13 +364,13 @@ subtest 'a client that leaves does not cancel the call shared with others' => su
     my $u = add_user($t, delay_ms => 600);
     my $before = calls($t);
     # The five start (and share) the call; the sixth joins it, then resets its connection.
-    my $pid = in_child(sub {
+    my $leaving = $t->background(sub {
         sleep 0.15;
         $t->abort_get('/', @{ $u->{cookie} }, rst => 1);
         0;
     });
     my $res = $t->parallel_get([map { ['/', @{ $u->{cookie} }] } 1 .. 5]);
-    is child_status($pid), 0, 'the leaving client sent its request';
+    is $leaving->(), 0, 'the leaving client sent its request';
     is_deeply [map { $_->{status} } @$res], [(200) x 5], 'the five others get 200';
     is_deeply [map { $_->{json}{headers}{'x-user-id'} // '' } @$res], [($u->{id}) x 5], 'with the user id';
     is calls($t) - $before, 1, 'one whoami call';
@@ -420,13 +382,13 @@ subtest 'a waiter that times out does not cancel the call for the others' => sub
     my $before = calls($t);
     # Five requests start the call (timeout 5 s); two join it from a location with a 300 ms
     # timeout, and give up.
-    my $pid = in_child(sub {
+    my $joined = $t->background(sub {
         sleep 0.15;
         my $res = $t->parallel_get([map { ['/short/', @{ $u->{cookie} }] } 1 .. 2]);
         (grep { $_->{status} == 504 } @$res) == 2 ? 0 : 1;
     });
     my $res = $t->parallel_get([map { ['/', @{ $u->{cookie} }] } 1 .. 5]);
-    is child_status($pid), 0, 'the two that joined from /short/ get 504';
+    is $joined->(), 0, 'the two that joined from /short/ get 504';
     is_deeply [map { $_->{status} } @$res], [(200) x 5], 'the five others get 200';
     is_deeply [map { $_->{json}{headers}{'x-user-id'} // '' } @$res], [($u->{id}) x 5], 'with the user id';
     is calls($t) - $before, 1, 'one whoami call';

@@ -6,10 +6,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use OryTest;
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF', worker_processes => 2);
+my $t = OryTest->new->serve(<<'EOF', worker_processes => 2);
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 1s;
     log_format ory '$request_uri $status kratos_time=$ory_session_kratos_time cache=$ory_session_cache_status';
@@ -32,7 +29,6 @@ $t->write_config(<<'EOF', worker_processes => 2);
         }
     }
 EOF
-$t->start_nginx;
 
 sub metrics {
     my $r = $t->get('/status');

@@ -6,10 +6,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use OryTest;
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF', error_log_level => 'debug');
+my $t = OryTest->new->serve(<<'EOF', error_log_level => 'debug');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 500ms;
     server {
@@ -20,7 +17,6 @@ $t->write_config(<<'EOF', error_log_level => 'debug');
         }
     }
 EOF
-$t->start_nginx;
 
 # Unique values, so that any occurrence in the log can only come from the request.
 my %secret = (

@@ -3,47 +3,45 @@
 # environment, Kratos stub and echo backend on this machine. Fails (never skips) when the
 # image cannot be built or run, with the reason.
 #
+# The image has a tag of its own and is built without intermediate images (no layer cache):
+# at the end the image and the container are removed, and nothing of the test stays in
+# Podman's storage but the Debian base image, localhost/debian:bookworm-slim, which
+# scripts/image makes once per machine with debootstrap and keeps (it stands in for a pull).
+#
 # TEST_IMAGE_BASE=official tests the image on the official nginx base instead (it must be
 # pullable or present); TEST_IMAGE_BASE_IMAGE names another image to use as that base.
 use v5.36;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use OryTest;
-
-# Ends this file as failed, with the reason; the other test files still run.
-sub give_up ($why) {
-    diag $why;
-    done_testing;
-    exit 1;
-}
+use OryTest qw(give_up);
 
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my $BOB  = '6a1f2e3d-4c5b-4a69-8788-99aabbccddee';
 my $IMAGE = "$OryTest::TOP/scripts/image";
 
-# Runs a command; returns (exit code, stdout and stderr together).
-sub run (@cmd) {
-    my $out = `@{[ join ' ', map { quotemeta } @cmd ]} 2>&1`;
-    return ($? >> 8, $out);
-}
-sub podman (@args) { run($IMAGE, 'podman', @args) }
+sub podman (@args) { OryTest::run($IMAGE, 'podman', @args) }
 
-my @build = ('--base', $ENV{TEST_IMAGE_BASE} || 'debian');
-push @build, '--base-image', $ENV{TEST_IMAGE_BASE_IMAGE}, '--tag', 'localhost/nginx-ory:test'
-    if $ENV{TEST_IMAGE_BASE_IMAGE};
+my $tag = "localhost/nginx-ory:t70-$$";
+my $name = "nginx-ory-t70-$$";
+END {
+    local $?;
+    podman('rm', '-f', '-t', '0', $name);
+    podman('rmi', '-f', $tag);
+}
+
+my @build = ('--base', $ENV{TEST_IMAGE_BASE} || 'debian', '--tag', $tag, '--no-layers');
+push @build, '--base-image', $ENV{TEST_IMAGE_BASE_IMAGE} if $ENV{TEST_IMAGE_BASE_IMAGE};
 my $started = time;
-my ($code, $out) = run($IMAGE, 'build', @build);
-my ($tag) = $out =~ /([^\n]+)\n?\z/;
+my ($code, $out) = OryTest::run($IMAGE, 'build', @build);
 is $code, 0, "scripts/image build @build builds the image"
     or give_up("scripts/image build @build failed (exit $code):\n" . substr($out, -6000));
-diag sprintf 'image %s built (or found in the layer cache) in %d s', $tag, time - $started;
+diag sprintf 'image %s built in %d s', $tag, time - $started;
 
 my $t = OryTest->new;
 $t->start_kratos;
 my $backend = $t->start_backend;
 my $port = $t->port('http');
-my $name = "nginx-ory-t70-$$";
 
 ($code, $out) = podman('run', '-d', '--name', $name, '--network', 'host',
     '-e', "NGINX_PORT=127.0.0.1:$port",
@@ -51,7 +49,6 @@ my $name = "nginx-ory-t70-$$";
     '-e', "UPSTREAM_URL=http://127.0.0.1:$backend",
     $tag);
 is $code, 0, 'the container starts' or give_up("podman run failed (exit $code):\n$out");
-END { podman('rm', '-f', '-t', '0', $name) if $name }
 
 # The probe connection is closed at once: an open one that sends nothing would hold a worker
 # for client_header_timeout at the graceful stop below.

@@ -6,22 +6,14 @@ use v5.36;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use OryTest;
-
-# Ends this file as failed, with the reason; the other test files still run.
-sub give_up ($why) {
-    diag $why;
-    done_testing;
-    exit 1;
-}
+use OryTest qw(give_up);
 
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my $BOB  = '6a1f2e3d-4c5b-4a69-8788-99aabbccddee';
 my $NGINX = '/usr/sbin/nginx';
 
 my $started = time;
-my $out = `"$OryTest::TOP/scripts/build-for-nginx" $NGINX --install-distro 2>&1`;
-my $code = $? >> 8;
+my ($code, $out) = OryTest::run("$OryTest::TOP/scripts/build-for-nginx", $NGINX, '--install-distro');
 my ($so) = $out =~ /([^\n]+)\n?\z/;
 ok !$code && $so && -f $so, 'scripts/build-for-nginx built the module for the distribution nginx'
     or give_up("scripts/build-for-nginx $NGINX --install-distro failed (exit $code):\n$out");

@@ -11,10 +11,7 @@ use OryTest;
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my @JANE = (Cookie => 'ory_kratos_session=jane-cookie');
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF');
+my $t = OryTest->new->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 1s;
     # Every request asks Kratos: a cached answer would hide the fault.
@@ -35,7 +32,6 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
 
 my ($WORKER) = $t->worker_pids;
 ok $WORKER, "one worker process ($WORKER)";

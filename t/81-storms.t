@@ -6,22 +6,19 @@ use v5.36;
 use Test::More;
 use IO::Select;
 use IO::Socket::INET;
-use JSON::PP;
 use POSIX ();
 use Socket qw(SOL_SOCKET SO_LINGER IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time sleep);
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use OryTest;
+use OryTest qw(wrong_identities);
 
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 
 my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
 # One worker, so that a leaked slot or a stuck call shows in the next requests; 400 slots,
 # fewer than the calls the storms start in all, so leaked ones would be refused with 503.
-$t->write_config(<<'EOF');
+$t->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 10s;
     ory_session_max_pending 400;
@@ -45,38 +42,12 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
-
-# $n users with their own identity ids, whose whoami answers take $delay_ms.
-my $generation = 0;
-sub users ($n, $delay_ms) {
-    $generation++;
-    my @users = map { { cookie => "storm$generation-$_", id => "storm$generation-id-$_" } } 1 .. $n;
-    for (my $i = 0; $i < @users; $i += 500) {
-        my $last = $i + 499 < $#users ? $i + 499 : $#users;
-        $t->kratos_add_sessions({ sessions => [ map { {
-            name => $_->{cookie}, credentials => [$_->{cookie}], delay_ms => $delay_ms,
-            session => { identity => { id => $_->{id} } },
-        } } @users[$i .. $last] ] });
-    }
-    return @users;
-}
-
-sub cookie ($u) { (Cookie => "ory_kratos_session=$u->{cookie}") }
-
-# How many of @$responses are not 200 with their own user's id.
-sub wrong ($responses, @users) {
-    return scalar grep {
-        my $r = $responses->[$_];
-        !($r && $r->{status} == 200 && ($r->{json}{headers}{'x-user-id'} // '') eq $users[$_]{id})
-    } 0 .. $#users;
-}
 
 # Fresh users, some through the cache and some not: everything is served as it should be.
 sub still_serving ($what, $n = 20) {
-    my @fresh = users($n, 50);
-    my $res = $t->parallel_get([map { [$_ % 2 ? '/nocache/x' : '/x', cookie($fresh[$_])] } 0 .. $#fresh]);
-    is wrong($res, @fresh), 0, "$what: $n new users get 200 with their own identity";
+    my @fresh = $t->users($n, 50);
+    my $res = $t->parallel_get([map { [$_ % 2 ? '/nocache/x' : '/x', $fresh[$_]->cookie] } 0 .. $#fresh]);
+    is wrong_identities($res, @fresh), 0, "$what: $n new users get 200 with their own identity";
 }
 
 # Processes whose parent is the master: the workers, including old ones still shutting down.
@@ -89,53 +60,48 @@ sub master_children () {
 # ---------------------------------------------------------------------------------------------
 
 subtest '300 clients hang up while their check is in flight' => sub {
-    my @users = users(300, 700);
+    my @users = $t->users(300, 700);
     # 200 hang up right after sending: 100 with a FIN, 100 with a reset.
-    $t->abort_get('/x', cookie($_)) for @users[0 .. 99];
-    $t->abort_get('/x', cookie($_), rst => 1) for @users[100 .. 199];
+    $t->abort_get('/x', $_->cookie) for @users[0 .. 99];
+    $t->abort_get('/x', $_->cookie, rst => 1) for @users[100 .. 199];
     # 100 hang up while parked, 300 ms later, half of them with a reset; 30 of their
     # credentials are shared with patient clients, whose call must go on.
     local $SIG{PIPE} = 'IGNORE';
     my @socks = map {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port, Timeout => 5) or die $@;
-        print $s OryTest::_request_bytes('GET', '/x', cookie($_));
+        print $s OryTest::_request_bytes('GET', '/x', $_->cookie);
         $s->flush;
         $s;
     } @users[200 .. 299];
-    my $pid = fork // die;
-    if (!$pid) {
-        my $res = $t->parallel_get([map { ['/x', cookie($_)] } @users[200 .. 229]]);
-        POSIX::_exit(wrong($res, @users[200 .. 229]) ? 1 : 0);
-    }
+    my $patient = $t->background(sub {
+        wrong_identities($t->parallel_get([map { ['/x', $_->cookie] } @users[200 .. 229]]), @users[200 .. 229]);
+    });
     sleep 0.3;
     for my $i (0 .. $#socks) {
         setsockopt $socks[$i], SOL_SOCKET, SO_LINGER, pack('ii', 1, 0) if $i % 2;
         close $socks[$i];
     }
-    waitpid $pid, 0;
-    is $?, 0, 'the 30 patient clients sharing a call with one that left got 200 with their identity';
+    is $patient->(), 0, 'the 30 patient clients sharing a call with one that left got 200 with their identity';
 
     sleep 0.7;    # every delayed answer has arrived
-    my $res = $t->parallel_get([map { ['/x', cookie($_)] } @users]);
-    is wrong($res, @users), 0, 'all 300 credentials, asked again: 200 with their own identity';
+    my $res = $t->parallel_get([map { ['/x', $_->cookie] } @users]);
+    is wrong_identities($res, @users), 0, 'all 300 credentials, asked again: 200 with their own identity';
     my $calls = $t->kratos_calls->{count};
     cmp_ok $calls, '<=', 600, "at most two whoami calls per credential ($calls)";
     still_serving('afterwards');
 };
 
 subtest 'five reloads under load, requests parked across each' => sub {
-    my @slow = users(20, 300);    # /nocache/: every request parks 300 ms
-    my @cached = users(20, 100);
-    my @requests = ((map { ['/nocache/x', cookie($_)] } @slow), map { ['/x', cookie($_)] } @cached);
+    my @slow = $t->users(20, 300);    # /nocache/: every request parks 300 ms
+    my @cached = $t->users(20, 100);
+    my @requests = ((map { ['/nocache/x', $_->cookie] } @slow), map { ['/x', $_->cookie] } @cached);
     my @expect = (@slow, @cached);
     my $stop = $t->prefix . '/stop-load';
     # Two load processes doing rounds of 40 parallel requests, the second one half a round
     # behind, so that requests are in flight at every moment.
-    my @loads;
-    for my $n (1, 2) {
-        my $report = $t->prefix . "/load-$n.json";
-        my $pid = fork // die;
-        if (!$pid) {
+    my @loads = map {
+        my $n = $_;
+        $t->background(sub {
             sleep 0.15 if $n == 2;
             my %n = (rounds => [], responses => 0, ok => 0, wrong_identity => 0, not_200 => 0, errors => 0);
             my @bad;
@@ -155,13 +121,9 @@ subtest 'five reloads under load, requests parked across each' => sub {
                     else { $n{ok}++ }
                 }
             }
-            open my $fh, '>', $report or POSIX::_exit(1);
-            print $fh encode_json({ %n, bad => [@bad[0 .. ($#bad < 9 ? $#bad : 9)]] });
-            close $fh;
-            POSIX::_exit(0);
-        }
-        push @loads, [$pid, $report];
-    }
+            return { %n, bad => [@bad[0 .. ($#bad < 9 ? $#bad : 9)]] };
+        });
+    } 1, 2;
     my @generations = (join ',', $t->worker_pids);
     my @reloads;
     sleep 0.5;
@@ -176,8 +138,7 @@ subtest 'five reloads under load, requests parked across each' => sub {
     my %n = (responses => 0, ok => 0, wrong_identity => 0, not_200 => 0, errors => 0);
     my (@rounds, @bad);
     for my $load (@loads) {
-        waitpid $load->[0], 0;
-        my $r = decode_json(OryTest::_slurp($load->[1]) || '{}');
+        my $r = $load->() // {};
         $n{$_} += $r->{$_} // 0 for keys %n;
         push @rounds, @{ $r->{rounds} // [] };
         push @bad, @{ $r->{bad} // [] };
@@ -331,8 +292,8 @@ package H2 {
 
 subtest 'HTTP/2: the raw client works' => sub {
     my $h2 = H2->new($t->port('h2'));
-    my @users = users(10, 100);
-    my @sids = map { $h2->get('/nocache/x', cookie($_)) } @users;
+    my @users = $t->users(10, 100);
+    my @sids = map { $h2->get('/nocache/x', $_->cookie) } @users;
     push @sids, $h2->get('/x', Cookie => 'ory_kratos_session=jane-cookie');
     push @sids, $h2->get('/x', Cookie => 'ory_kratos_session=nobody');
     my @st = $h2->wait(\@sids);
@@ -357,26 +318,26 @@ subtest 'HTTP/2: streams reset and connections dropped while parked, under h2loa
             POSIX::_exit(127);
         }
     } else {
-        diag 'h2load is not installed (scripts/deps --all): running the storm without it';
+        fail 'h2load is not installed (scripts/deps --test installs it): the storm runs without its load';
     }
 
     # Connection A: 100 streams parked on 1 s answers; 50 reset after 200 ms, then the
     # connection is dropped with the other 50 still parked.
-    my @a_users = users(100, 1000);
+    my @a_users = $t->users(100, 1000);
     my $ca = H2->new($t->port('h2'));
-    my @ca_sids = map { $ca->get('/nocache/a', cookie($_)) } @a_users;
+    my @ca_sids = map { $ca->get('/nocache/a', $_->cookie) } @a_users;
     # Connection B: 60 streams reset between 200 and 500 ms, around the moment their answer
     # arrives (300 ms, later when Kratos is busy), so that some resets race with the result
     # being handed to the request.
-    my @b_users = users(60, 300);
+    my @b_users = $t->users(60, 300);
     my $cb = H2->new($t->port('h2'));
     my $t0 = time;
-    my @cb_sids = map { $cb->get('/nocache/b', cookie($_)) } @b_users;
+    my @cb_sids = map { $cb->get('/nocache/b', $_->cookie) } @b_users;
     # Connection C: 50 streams that stay, sharing their credentials with streams of A that
     # are reset (25) or dropped with their connection (25).
     my @shared = map { $a_users[2 * $_ + $_ % 2] } 0 .. 49;
     my $cc = H2->new($t->port('h2'));
-    my @cc_sids = map { $cc->get('/nocache/c', cookie($_)) } @shared;
+    my @cc_sids = map { $cc->get('/nocache/c', $_->cookie) } @shared;
 
     $ca->wait([], 0.2);
     $ca->cancel($ca_sids[$_]) for grep { $_ % 2 } 0 .. $#ca_sids;
@@ -412,7 +373,7 @@ subtest 'HTTP/2: streams reset and connections dropped while parked, under h2loa
     for (my $i = 0; $i < @again; $i += 80) {
         my $h2 = H2->new($t->port('h2'));
         my $last = $i + 79 < $#again ? $i + 79 : $#again;
-        push @st, $h2->wait([map { $h2->get('/x', cookie($_)) } @again[$i .. $last]], 10);
+        push @st, $h2->wait([map { $h2->get('/x', $_->cookie) } @again[$i .. $last]], 10);
         $h2->drop;
     }
     my @bad = grep { !($st[$_]{status} == 200 && ($st[$_]{json}{headers}{'x-user-id'} // '') eq $again[$_]{id}) } 0 .. $#again;
@@ -423,11 +384,11 @@ subtest 'HTTP/2: streams reset and connections dropped while parked, under h2loa
 
 subtest 'no slot of ory_session_max_pending leaked' => sub {
     # 400 slots: 380 calls at once are refused only if more than 20 slots were never freed.
-    my @users = users(380, 300);
-    my $res = $t->parallel_get([map { ['/nocache/x', cookie($_)] } @users]);
+    my @users = $t->users(380, 300);
+    my $res = $t->parallel_get([map { ['/nocache/x', $_->cookie] } @users]);
     my $refused = grep { $_->{status} == 503 } @$res;
     is $refused, 0, '380 new calls at once: none refused';
-    is wrong($res, @users), 0, 'all 200 with their own identity';
+    is wrong_identities($res, @users), 0, 'all 200 with their own identity';
 };
 
 is scalar(() = $t->log_lines(qr/exited on signal|\[alert\]|\[crit\]/)), 0, 'no worker crashed';

@@ -11,10 +11,7 @@ use OryTest;
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my $BOB  = '6a1f2e3d-4c5b-4a69-8788-99aabbccddee';
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF');
+my $t = OryTest->new->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     # Every request asks Kratos, so that the call count tells what each one did.
     ory_session_cache_size 0;
@@ -50,18 +47,7 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
 my ($WORKER) = $t->worker_pids;
-
-# Sends one request with a fresh call counter; returns (response, whoami calls, new
-# ory_session log lines).
-sub check ($path, @headers) {
-    $t->kratos_reset;
-    my $before = () = $t->log_lines(qr/ory_session: /);
-    my $r = $t->get($path, @headers);
-    my @lines = $t->log_lines(qr/ory_session: /);
-    return ($r, $t->kratos_calls->{count}, [@lines[$before .. $#lines]]);
-}
 
 subtest 'credentials at and over 4096 bytes' => sub {
     my %at = (cookie => 'c' x 4096, token => 't' x 4096, bearer => 'b' x 4096);
@@ -75,13 +61,13 @@ subtest 'credentials at and over 4096 bytes' => sub {
         bearer => sub ($v) { (Authorization => "Bearer $v") },
     );
     for my $kind (sort keys %how) {
-        my ($r, $calls) = check('/', $how{$kind}->($at{$kind}));
+        my ($r, $calls) = $t->check('/', $how{$kind}->($at{$kind}));
         is $r->{status}, 200, "$kind of 4096 bytes: 200";
         is $r->{json}{headers}{'x-user-id'}, "long-$kind-id", "$kind of 4096 bytes: its identity";
         is $calls, 1, "$kind of 4096 bytes: one call";
 
         my $log;
-        ($r, $calls, $log) = check('/', $how{$kind}->($at{$kind} . 'x'));
+        ($r, $calls, $log) = $t->check('/', $how{$kind}->($at{$kind} . 'x'));
         is $r->{status}, 401, "$kind of 4097 bytes: 401";
         is $calls, 0, "$kind of 4097 bytes: Kratos not called";
         is scalar @$log, 1, "$kind of 4097 bytes: one log line";
@@ -103,7 +89,7 @@ subtest 'empty credentials are no credential' => sub {
         ['Bearer with two spaces'  => [Authorization => 'Bearer  jane-cookie']],
     ) {
         my ($name, $headers) = @$case;
-        my ($r, $calls, $log) = check('/', @$headers);
+        my ($r, $calls, $log) = $t->check('/', @$headers);
         is $r->{status}, 401, "$name: 401";
         is $calls, 0, "$name: Kratos not called";
         like $log->[0] // '', qr/\[info\] .*no session credential in the request/, "$name: no credential";
@@ -132,7 +118,7 @@ subtest 'bytes no cookie or token can hold: 401 without a Kratos call' => sub {
         ['bad cookie, good bearer'    => [Cookie => 'ory_kratos_session=a,b', Authorization => 'Bearer ory_st_jane']],
     ) {
         my ($name, $headers) = @$case;
-        my ($r, $calls, $log) = check('/', @$headers);
+        my ($r, $calls, $log) = $t->check('/', @$headers);
         is $r->{status}, 401, "$name: 401";
         is $calls, 0, "$name: Kratos not called";
         is scalar @$log, 1, "$name: one log line";
@@ -142,7 +128,7 @@ subtest 'bytes no cookie or token can hold: 401 without a Kratos call' => sub {
     }
     # nginx itself refuses a NUL in a header line, before any module runs.
     for my $headers (["X-Session-Token" => "ory_st_\x00jane"], [Cookie => "ory_kratos_session=jane\x00cookie"]) {
-        my ($r, $calls) = check('/', @$headers);
+        my ($r, $calls) = $t->check('/', @$headers);
         is $r->{status}, 400, "NUL in $headers->[0]: 400 from nginx";
         is $calls, 0, "NUL in $headers->[0]: Kratos not called";
     }
@@ -158,16 +144,16 @@ subtest 'duplicate session cookies and tokens: the first one wins, one call' => 
         ['the same one 100 times' => [Cookie => join '; ', ('ory_kratos_session=jane-cookie') x 100], $JANE, 'jane-cookie'],
     ) {
         my ($name, $headers, $id, $sent) = @$case;
-        my ($r, $calls) = check('/', @$headers);
+        my ($r, $calls) = $t->check('/', @$headers);
         is $r->{status}, 200, "$name: 200";
         is $r->{json}{headers}{'x-user-id'}, $id, "$name: the first cookie's identity";
         is $calls, 1, "$name: one call";
         is $t->kratos_calls->{requests}[0]{headers}{cookie}, "ory_kratos_session=$sent", "$name: only that cookie is sent";
     }
-    my ($r, $calls) = check('/', 'X-Session-Token' => 'ory_st_bob', 'X-Session-Token' => 'ory_st_jane');
+    my ($r, $calls) = $t->check('/', 'X-Session-Token' => 'ory_st_bob', 'X-Session-Token' => 'ory_st_jane');
     is $r->{json}{headers}{'x-user-id'}, $BOB, 'two X-Session-Token headers: the first wins';
     is $calls, 1, 'one call';
-    ($r, $calls) = check('/', 'X-Session-Token' => '', 'X-Session-Token' => 'ory_st_jane');
+    ($r, $calls) = $t->check('/', 'X-Session-Token' => '', 'X-Session-Token' => 'ory_st_jane');
     is $r->{status}, 401, 'an empty first X-Session-Token hides the second (as Go\'s Header.Get does)';
     is $calls, 0, 'Kratos not called';
 };
@@ -191,7 +177,7 @@ subtest 'thousands of cookies' => sub {
     for my $case (@cases) {
         my ($name, $path, $headers, $id, $sent) = @$case;
         my $t0 = time;
-        my ($r, $calls, $log) = check($path, @$headers);
+        my ($r, $calls, $log) = $t->check($path, @$headers);
         my $took = time - $t0;
         is $r->{status}, 200, "$name: 200";
         is $r->{json}{headers}{'x-user-id'}, $id, "$name: the identity";
@@ -225,7 +211,7 @@ subtest 'nothing in a Kratos answer adds a header, upstream or downstream' => su
             },
         },
     }] });
-    my ($r, $calls) = check('/', Cookie => 'ory_kratos_session=smuggler-cookie');
+    my ($r, $calls) = $t->check('/', Cookie => 'ory_kratos_session=smuggler-cookie');
     is $r->{status}, 200, 'allowed';
     my $h = $r->{json}{headers};
     is_deeply [sort grep { !/^x-(user-id|sess|aal|auth-at|schema|state|traits|meta|email|list|uni)$/ } keys %$h],

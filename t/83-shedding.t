@@ -4,19 +4,15 @@
 # cache hits, are never refused; and a slot is free again as soon as its call is over.
 use v5.36;
 use Test::More;
-use IO::Select;
-use IO::Socket::INET;
-use Time::HiRes qw(time sleep);
+use List::Util qw(max min);
+use Time::HiRes qw(sleep);
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use OryTest;
 
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 
-my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(<<'EOF');
+my $t = OryTest->new->serve(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_max_pending 5;
     ory_session_timeout 5s;
@@ -36,70 +32,17 @@ $t->write_config(<<'EOF');
         }
     }
 EOF
-$t->start_nginx;
 my ($WORKER) = $t->worker_pids;
 
-# $n users, each with their own identity, whose whoami answers take $delay_ms.
-my $generation = 0;
-sub users ($n, $delay_ms) {
-    $generation++;
-    my @users = map { { cookie => "shed$generation-$_", id => "shed$generation-id-$_" } } 1 .. $n;
-    $t->kratos_add_sessions({ sessions => [ map { {
-        name => $_->{cookie}, credentials => [$_->{cookie}], delay_ms => $delay_ms,
-        session => { identity => { id => $_->{id} } },
-    } } @users ] });
-    return @users;
-}
-
-# Requests on their own connections, each sent `at` seconds after the start; every response
-# is returned with `took`, the seconds from sending its request to its last byte. Spec: {path, at,
-# headers => [pairs]}.
-sub timed (@specs) {
-    my $t0 = time;
-    my (@conns, %by_fh);
-    my $r = IO::Select->new;
-    my $pending = [sort { $a->{at} <=> $b->{at} } map { { %$_, in => '' } } @specs];
-    my @order = @$pending;
-    while (@$pending || $r->count) {
-        my $now = time - $t0;
-        while (@$pending && $pending->[0]{at} <= $now) {
-            my $c = shift @$pending;
-            $c->{fh} = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port, Timeout => 5)
-                or die "connect: $@";
-            syswrite $c->{fh}, OryTest::_request_bytes('GET', $c->{path} // '/', @{ $c->{headers} });
-            $c->{fh}->blocking(0);
-            $c->{sent} = time;
-            $by_fh{ $c->{fh} } = $c;
-            $r->add($c->{fh});
-        }
-        last if time - $t0 > 20;
-        my $wait = @$pending ? $pending->[0]{at} - (time - $t0) : 1;
-        for my $fh ($r->can_read($wait > 0 ? $wait : 0)) {
-            my $c = $by_fh{$fh};
-            my $n = sysread $fh, my $buf, 65536;
-            next if !defined $n && $!{EAGAIN};
-            $c->{in} .= $buf if $n;
-            $c->{res} = OryTest::_parse_response($c->{in}, !$n, 0);
-            if ($c->{res} || !$n) {
-                $c->{res} //= { status => 0, error => 'closed', headers => {}, body => '' };
-                $c->{res}{took} = time - $c->{sent};
-                $r->remove($fh);
-                close $fh;
-            }
-        }
-    }
-    return map { $_->{res} // { status => 0, error => 'timeout', took => 99 } } @order;
-}
-
-sub cookie ($u) { [Cookie => "ory_kratos_session=$u->{cookie}"] }
+# Requests on their own connections, each sent `at` seconds after the start: spec {path, at,
+# headers => [pairs]}; every response has `took`, the seconds until its last byte.
+sub timed (@specs) { @{ $t->timed_get(\@specs) } }
 sub shed_lines () { $t->log_lines(qr/ory_session_max_pending/) }
-sub max (@v) { my $m = shift @v; $_ > $m and $m = $_ for @v; $m }
-sub min (@v) { my $m = shift @v; $_ < $m and $m = $_ for @v; $m }
 
 subtest '30 new credentials at once, 5 slots: 5 calls, 5 x 200 and 25 x 503 at once' => sub {
     $t->kratos_reset;
-    my @users = users(30, 1000);
-    my @res = timed(map { { at => 0, headers => cookie($_) } } @users);
+    my @users = $t->users(30, 1000);
+    my @res = timed(map { { at => 0, headers => [$_->cookie] } } @users);
     my @ok = grep { $res[$_]{status} == 200 } 0 .. $#res;
     my @refused = grep { $res[$_]{status} == 503 } 0 .. $#res;
     is scalar(@ok), 5, 'five requests got 200';
@@ -121,7 +64,7 @@ subtest '30 new credentials at once, 5 slots: 5 calls, 5 x 200 and 25 x 503 at o
     my @again = @users[grep { $res[$_]{status} == 503 } 0 .. $#res];
     @again = @again[0 .. 4];
     $t->kratos_reset;
-    my @res2 = timed(map { { at => 0, headers => cookie($_) } } @again);
+    my @res2 = timed(map { { at => 0, headers => [$_->cookie] } } @again);
     is_deeply [map { $_->{status} } @res2], [(200) x 5], 'five refused credentials, retried: 200';
     is_deeply [map { $_->{json}{headers}{'x-user-id'} } @res2], [map { $_->{id} } @again], 'with their identities';
     is $t->kratos_calls->{count}, 5, 'five calls';
@@ -135,12 +78,12 @@ subtest 'requests sharing a call in flight, and cache hits, are not refused' => 
     sleep 1.1;    # the next shedding line is allowed again
     $t->kratos_reset;
     my $lines_before = () = shed_lines();
-    my @users = users(5, 1000);
-    my ($extra) = users(1, 1000);
+    my @users = $t->users(5, 1000);
+    my ($extra) = $t->users(1, 1000);
     my @specs = (
-        (map { { at => 0, headers => cookie($_) } } @users),                 # fill the 5 slots
-        (map { my $u = $_; map { { at => 0.3, headers => cookie($u) } } 1 .. 4 } @users),   # join them
-        { at => 0.3, headers => cookie($extra) },                            # a sixth call
+        (map { { at => 0, headers => [$_->cookie] } } @users),                 # fill the 5 slots
+        (map { my $u = $_; map { { at => 0.3, headers => [$u->cookie] } } 1 .. 4 } @users),   # join them
+        { at => 0.3, headers => [$extra->cookie] },                            # a sixth call
         { at => 0.3, headers => [Cookie => 'ory_kratos_session=bob-cookie'] },   # a cache hit
     );
     my @res = timed(@specs);
@@ -158,12 +101,12 @@ subtest 'requests sharing a call in flight, and cache hits, are not refused' => 
 
 subtest 'a call that timed out frees its slot at once' => sub {
     $t->kratos_reset;
-    my @slow = users(5, 2000);
-    my @res = timed(map { { path => '/short/x', at => 0, headers => cookie($_) } } @slow);
+    my @slow = $t->users(5, 2000);
+    my @res = timed(map { { path => '/short/x', at => 0, headers => [$_->cookie] } } @slow);
     is_deeply [map { $_->{status} } @res], [(504) x 5], 'five calls time out after 300 ms: 504';
     cmp_ok max(map { $_->{took} } @res), '<', 1, 'well before Kratos answers';
-    my @next = users(5, 0);
-    my @res2 = timed(map { { at => 0, headers => cookie($_) } } @next);
+    my @next = $t->users(5, 0);
+    my @res2 = timed(map { { at => 0, headers => [$_->cookie] } } @next);
     is_deeply [map { $_->{status} } @res2], [(200) x 5],
         'five new calls while Kratos still works on the old ones: 200';
     is_deeply [map { $_->{json}{headers}{'x-user-id'} } @res2], [map { $_->{id} } @next], 'with their identities';

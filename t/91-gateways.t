@@ -81,10 +81,7 @@ subtest 'the proxy examples point at the decision service' => sub {
 };
 
 my $t = OryTest->new;
-$t->start_kratos;
-$t->start_backend;
-$t->write_config(localize($t, $decision_conf, 4433, 4456) . localize($t, slurp('nginx-auth-request.conf'), 4456, 3000, 80));
-$t->start_nginx;
+$t->serve(localize($t, $decision_conf, 4433, 4456) . localize($t, slurp('nginx-auth-request.conf'), 4456, 3000, 80));
 
 # Runs $cb with a fresh whoami counter (unless $reset is false); returns its result.
 sub fresh ($cb, $reset = 1) { $t->kratos_reset if $reset; return $cb->() }

@@ -1,18 +1,19 @@
 package OryTest;
 
 # The end-to-end test harness: our own small Test::Nginx. Each OryTest object owns a temporary
-# nginx prefix, named free ports, and the helper daemons it started (scripts/kratos-stub,
+# nginx prefix, named free ports, and the helper daemons it started (t/lib/kratos-double,
 # t/lib/echo-backend). Requests go over raw sockets so tests can send any bytes at all.
 #
-#   my $t = OryTest->new;
-#   $t->start_kratos;
-#   $t->start_backend;
-#   $t->write_config(<<'EOF');
+#   my $t = OryTest->new->serve(<<'EOF');    # the Kratos double, the echo backend, nginx
+#   ory_session_kratos_url %%KRATOS_URL%%;
 #   server { listen 127.0.0.1:%%HTTP_PORT%%; ... proxy_pass http://127.0.0.1:%%BACKEND_PORT%%; }
 #   EOF
-#   $t->start_nginx;
 #   is $t->get('/', Cookie => 'ory_kratos_session=jane-cookie')->{status}, 200;
+#   my ($r, $calls, $log) = $t->check('/', @headers);    # with the whoami calls and log lines
 #   done_testing;
+#
+# The end of this file holds what several test files use: check, users (many sessions at
+# once), wrong_identities, background (requests from a child process), give_up.
 #
 # Stopping an object that started nginx (explicitly, when it goes out of scope, at
 # done_testing or at exit) adds one test: error.log has no [alert], [emerg], [crit] or
@@ -32,7 +33,9 @@ use Socket qw(SOL_SOCKET SO_LINGER);
 use Test2::API qw(test2_stack);
 use Test::More ();
 use Time::HiRes qw(time sleep);
+use Exporter qw(import);
 
+our @EXPORT_OK = qw(wrong_identities give_up);
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 my $JSON = JSON::PP->new->utf8->canonical;
 my $BAD_LOG_LINE = qr/\[alert\]|\[emerg\]|exited on signal|\[crit\]/;
@@ -143,7 +146,7 @@ sub start_kratos ($self, %o) {
         $sessions = "$TOP/$sessions";
     }
     my $port = $self->port($name);
-    $self->_daemon($name, "$TOP/scripts/kratos-stub", '--listen', "127.0.0.1:$port",
+    $self->_daemon($name, "$TOP/t/lib/kratos-double", '--listen', "127.0.0.1:$port",
         '--sessions', $sessions, '--pid-file', "$self->{prefix}/logs/$name.pid");
     return $self->kratos_url($name);
 }
@@ -501,25 +504,27 @@ sub request ($self, %o) {
 
 # Sends $bytes as they are on a fresh connection and reads one response (%o: port, timeout).
 sub raw_request ($self, $bytes, %o) {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->port, Timeout => 5)
-        or return { status => 0, error => "connect: $@", headers => {}, body => '' };
-    my $c = { fh => $s, out => $bytes, in => '', head => $bytes =~ /^HEAD / ? 1 : 0 };
-    $self->_exchange([$c], $o{timeout} // 10);
+    my $c = { out => $bytes };
+    $self->_exchange([$c], $o{timeout} // 10, $o{port});
     return $c->{res};
 }
 
 # All requests at once, one connection each; responses come back in the order of @$requests.
 # Each request is [$path, header pairs...] (or just a path).
 sub parallel_get ($self, $requests, %o) {
-    my @conns;
-    for my $r (@$requests) {
-        my ($path, @headers) = ref $r ? @$r : ($r);
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->port, Timeout => 5);
-        push @conns, $s
-            ? { fh => $s, out => _request_bytes('GET', $path, @headers), in => '' }
-            : { res => { status => 0, error => "connect: $@", headers => {}, body => '' } };
-    }
-    $self->_exchange([grep { $_->{fh} } @conns], $o{timeout} // 30);
+    my @conns = map { my ($path, @headers) = ref $_ ? @$_ : ($_); { out => _request_bytes('GET', $path, @headers) } }
+        @$requests;
+    $self->_exchange(\@conns, $o{timeout} // 30, $o{port});
+    return [map { $_->{res} } @conns];
+}
+
+# Like parallel_get, but each request is sent at its own time, `at` seconds after the start:
+# $requests = [{ at => 0.3, path => '/', headers => [pairs] }, ...]. Every response has `took`,
+# the seconds from connecting to its last byte (%o: port, timeout, default 20 s).
+sub timed_get ($self, $requests, %o) {
+    my @conns = map { { at => $_->{at} // 0, out => _request_bytes('GET', $_->{path} // '/', @{ $_->{headers} // [] }) } }
+        @$requests;
+    $self->_exchange(\@conns, $o{timeout} // 20, $o{port});
     return [map { $_->{res} } @conns];
 }
 
@@ -541,23 +546,40 @@ sub abort_get ($self, $path, @args) {
     return 1;
 }
 
-# Writes every connection's request and reads every response with one select loop.
-sub _exchange ($self, $conns, $timeout) {
+# Sends each connection's request `out` on a connection of its own, opened `at` seconds after
+# the start (at once without `at`), and reads every response (`res`, with `took`) with one
+# select loop.
+sub _exchange ($self, $conns, $timeout, $port = undef) {
     local $SIG{PIPE} = 'IGNORE';    # the server may close before it read everything
-    my $deadline = time + $timeout;
+    my $start = time;
+    my $deadline = $start + $timeout;
     my (%by_fh, $r, $w);
     $r = IO::Select->new;
     $w = IO::Select->new;
-    for my $c (@$conns) {
-        $c->{fh}->blocking(0);
-        $by_fh{ $c->{fh} } = $c;
-        $w->add($c->{fh});
-        $r->add($c->{fh});
-    }
-    while ($r->count) {
+    my @due = sort { $a->{at} <=> $b->{at} } map { $_->{at} //= 0; $_ } @$conns;
+    while (@due || $r->count) {
+        while (@due && $start + $due[0]{at} <= time) {
+            my $c = shift @due;
+            @$c{qw(in sent)} = ('', time);
+            $c->{head} //= $c->{out} =~ /^HEAD / ? 1 : 0;
+            $c->{fh} = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port // $self->port, Timeout => 5);
+            if (!$c->{fh}) {
+                $c->{res} = { status => 0, error => "connect: $@", headers => {}, body => '', took => 0 };
+                next;
+            }
+            $c->{fh}->blocking(0);
+            $by_fh{ $c->{fh} } = $c;
+            $w->add($c->{fh});
+            $r->add($c->{fh});
+        }
         my $left = $deadline - time;
         last if $left <= 0;
-        my ($readable, $writable) = IO::Select->select($r, $w->count ? $w : undef, undef, $left);
+        $left = $start + $due[0]{at} - time if @due && $start + $due[0]{at} - time < $left;
+        if (!$r->count) {
+            sleep $left if $left > 0;
+            next;
+        }
+        my ($readable, $writable) = IO::Select->select($r, $w->count ? $w : undef, undef, $left > 0 ? $left : 0);
         for my $fh (@{ $writable // [] }) {
             my $c = $by_fh{$fh};
             my $n = syswrite $fh, $c->{out};
@@ -574,6 +596,7 @@ sub _exchange ($self, $conns, $timeout) {
             $c->{res} = _parse_response($c->{in}, $eof, $c->{head}, $c->{error});
             if ($c->{res} || $eof) {
                 $c->{res} //= { status => 0, error => 'connection closed', raw => $c->{in}, headers => {}, body => '' };
+                $c->{res}{took} = time - $c->{sent};
                 $r->remove($fh);
                 $w->remove($fh);
                 close $fh;
@@ -581,9 +604,10 @@ sub _exchange ($self, $conns, $timeout) {
         }
     }
     for my $c (grep { !$_->{res} } @$conns) {
-        $c->{res} = _parse_response($c->{in}, 0, $c->{head}, 'timeout')
-            // { status => 0, error => 'timeout', raw => $c->{in}, headers => {}, body => '' };
-        close $c->{fh};
+        $c->{res} = _parse_response($c->{in} // '', 0, $c->{head}, 'timeout')
+            // { status => 0, error => 'timeout', raw => $c->{in} // '', headers => {}, body => '' };
+        $c->{res}{took} = time - ($c->{sent} // $start);
+        close $c->{fh} if $c->{fh};
     }
 }
 
@@ -646,5 +670,96 @@ sub _parse_response ($buf, $eof, $head_request, $error = undef) {
         return $res;
     }
 }
+
+# ---------------------------------------------------------------------------------------------
+# What the test files share
+
+# The usual start: the Kratos double, the echo backend, then nginx with the http block $http
+# (write_config's options in %o). Returns $self.
+sub serve ($self, $http, %o) {
+    $self->start_kratos;
+    $self->start_backend;
+    $self->write_config($http, %o);
+    $self->start_nginx;
+    return $self;
+}
+
+# One request with a fresh whoami counter: (response, whoami calls, the new error.log lines
+# of the module). check_while: with the Kratos double behaving as $behaviour meanwhile (see
+# kratos_behaviour).
+sub check ($self, $path, @headers) { $self->check_while(undef, $path, @headers) }
+
+sub check_while ($self, $behaviour, $path, @headers) {
+    $self->kratos_reset;
+    $self->kratos_behaviour($behaviour) if $behaviour;
+    my $before = () = $self->log_lines(qr/ory_session: /);
+    my $r = $self->get($path, @headers);
+    my @lines = $self->log_lines(qr/ory_session: /);
+    return ($r, $self->kratos_calls->{count}, [@lines[$before .. $#lines]]);
+}
+
+# $n new users of the Kratos double, each with a session of its own whose whoami answer takes
+# $delay_ms: so that their requests can all be parked at once. Each user is
+# { cookie => value, id => identity id }, and ->cookie gives its Cookie header pair.
+sub users ($self, $n, $delay_ms) {
+    my $g = ++$self->{user_generation};
+    my @users = map { bless { cookie => "u$g-$_", id => "u$g-id-$_" }, 'OryTest::User' } 1 .. $n;
+    for (my $i = 0; $i < @users; $i += 500) {    # 500 at a time: requests to the double stay small
+        my $last = $i + 499 < $#users ? $i + 499 : $#users;
+        $self->kratos_add_sessions({ sessions => [ map { {
+            name => $_->{cookie}, credentials => [$_->{cookie}], delay_ms => $delay_ms,
+            session => { identity => { id => $_->{id} } },
+        } } @users[$i .. $last] ] });
+    }
+    return @users;
+}
+
+package OryTest::User {
+    sub cookie ($u) { (Cookie => "ory_kratos_session=$u->{cookie}") }
+}
+
+# How many of @$responses are not 200 with the identity of their user in @users (the echo
+# backend shows the X-User-Id header the test's nginx sets from $ory_user_id).
+sub wrong_identities ($responses, @users) {
+    return scalar grep {
+        my $r = $responses->[$_];
+        !($r && $r->{status} == 200 && ($r->{json}{headers}{'x-user-id'} // '') eq $users[$_]{id})
+    } 0 .. $#users;
+}
+
+# Runs $code in a child process, for requests that must overlap with the parent's; returns a
+# sub that waits for the child and returns what $code returned (anything JSON can hold; undef
+# when it died). No test and no END block runs in the child.
+sub background ($self, $code) {
+    my $file = File::Temp->new(DIR => $self->{prefix}, TEMPLATE => 'background-XXXXXX');
+    my $pid = fork // die "OryTest: fork: $!\n";
+    if (!$pid) {
+        my $result = eval { $code->() };
+        if (open my $fh, '>', $file->filename) { print $fh $JSON->encode([$result]); close $fh }
+        POSIX::_exit(0);
+    }
+    return sub {
+        waitpid $pid, 0;
+        my $out = eval { $JSON->decode(_slurp($file->filename)) };
+        return $out ? $out->[0] : undef;
+    };
+}
+
+# A session of t/lib/sessions.json, by name.
+sub fixture_session ($class, $name) {
+    my ($s) = grep { $_->{name} eq $name } @{ $JSON->decode(_slurp("$TOP/t/lib/sessions.json"))->{sessions} };
+    return $s // die "OryTest: no session $name in t/lib/sessions.json\n";
+}
+
+# Ends the test file as failed, saying why: for a step without which nothing else can be
+# tested (a tool that is missing, a build that failed). The other test files still run.
+sub give_up ($why) {
+    Test::More::diag($why);
+    Test::More::done_testing();
+    exit 1;
+}
+
+# Runs a command to completion: (exit code, stdout and stderr together).
+sub run (@cmd) { _run(@cmd) }
 
 1;
