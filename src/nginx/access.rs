@@ -56,7 +56,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     // The checks run once per client request: subrequests inherit the main request's
     // decision, as nginx's own access modules do.
-    if !CHECKS.iter().any(|c| c.enabled(lcf)) || r != (*r).main {
+    if !(Authentication.enabled(lcf) || PermissionCheck.enabled(lcf)) || r != (*r).main {
         return NGX_DECLINED as ngx_int_t;
     }
     let ctx = match context::find(r) {
@@ -70,36 +70,50 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     // In order: a check begins once every check before it has let the request through
     // (the permission check needs the authenticated subject). The first check that does
     // not let it through decides.
-    for (index, check) in CHECKS.iter().enumerate() {
-        if !check.enabled(lcf) {
-            continue;
-        }
-        if !check.begun(ctx) {
-            check.begin(r, lcf, ctx);
-        }
-        if ctx.is_waiting() {
-            ctx.park();
-            return NGX_AGAIN as ngx_int_t;
-        }
-        let decision = check.decide(r, lcf, ctx);
-        if ctx.first_decision(index) {
-            if let Some(m) = check.counted_in(lcf, ctx) {
-                m.decision(decision);
-            }
-        }
-        if decision != Decision::Continue {
-            return match decision.status() {
-                0 => NGX_OK as ngx_int_t,
-                status => status as ngx_int_t,
-            };
-        }
+    if let Some(rc) = run(&Authentication, 0, r, lcf, ctx) {
+        return rc;
+    }
+    if let Some(rc) = run(&PermissionCheck, 1, r, lcf, ctx) {
+        return rc;
     }
     NGX_OK as ngx_int_t
 }
 
+/// One check of the request: begins it on the first visit, and once nothing is awaited,
+/// decides. `None` lets the request go on to the next check.
+#[inline(always)]
+unsafe fn run<C: Check>(
+    check: &C,
+    index: usize,
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    ctx: &mut RequestCtx,
+) -> Option<ngx_int_t> {
+    if !check.enabled(lcf) {
+        return None;
+    }
+    if !check.begun(ctx) {
+        check.begin(r, lcf, ctx);
+    }
+    if ctx.is_waiting() {
+        ctx.park();
+        return Some(NGX_AGAIN as ngx_int_t);
+    }
+    let decision = check.decide(r, lcf, ctx);
+    if ctx.first_decision(index) {
+        if let Some(m) = check.counted_in(lcf, ctx) {
+            m.decision(decision);
+        }
+    }
+    match decision {
+        Decision::Continue => None,
+        refused => Some(refused.status() as ngx_int_t),
+    }
+}
+
 /// What the driver asks of each kind of check. Each is implemented in its own file beside
 /// this one, on the plain-Rust check of the same name.
-pub trait Check: Sync {
+pub trait Check {
     /// Whether the location asks for this check.
     fn enabled(&self, lcf: &LocConf) -> bool;
 
@@ -128,6 +142,3 @@ pub trait Check: Sync {
         ctx: &mut RequestCtx,
     ) -> Decision;
 }
-
-/// Every kind of check, in the order they run.
-static CHECKS: [&dyn Check; 2] = [&Authentication, &PermissionCheck];

@@ -16,37 +16,32 @@ use crate::check::metrics::CheckMetrics;
 
 pub struct Authentication;
 
-impl Authentication {
-    /// Which check answers for a request that neither let through: the token's when the
-    /// request carried one, else the session's (a browser is sent to log in).
-    fn answering(&self, ctx: &RequestCtx) -> &'static dyn Check {
-        if ctx.oauth2.took_token {
-            &OAuth2Check
-        } else {
-            &SessionCheck
-        }
-    }
-}
-
 impl Check for Authentication {
+    #[inline]
     fn enabled(&self, lcf: &LocConf) -> bool {
         SessionCheck.enabled(lcf) || OAuth2Check.enabled(lcf)
     }
 
+    #[inline]
     fn begun(&self, ctx: &RequestCtx) -> bool {
         SessionCheck.begun(ctx) || OAuth2Check.begun(ctx)
     }
 
+    #[inline]
     fn counted_in(&self, lcf: &LocConf, ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         match (SessionCheck.enabled(lcf), OAuth2Check.enabled(lcf)) {
             (true, false) => SessionCheck.counted_in(lcf, ctx),
             (false, true) => OAuth2Check.counted_in(lcf, ctx),
             _ if ctx.session.allowed() => SessionCheck.counted_in(lcf, ctx),
             _ if ctx.oauth2.allowed() => OAuth2Check.counted_in(lcf, ctx),
-            _ => self.answering(ctx).counted_in(lcf, ctx),
+            // Neither let it through: the token's answer when the request carried one, else
+            // the session's (a browser is sent to log in).
+            _ if ctx.oauth2.took_token => OAuth2Check.counted_in(lcf, ctx),
+            _ => SessionCheck.counted_in(lcf, ctx),
         }
     }
 
+    #[inline]
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         if SessionCheck.enabled(lcf) {
             SessionCheck.begin(r, lcf, ctx);
@@ -69,6 +64,7 @@ impl Check for Authentication {
         }
     }
 
+    #[inline]
     unsafe fn decide(
         &self,
         r: *mut ngx_http_request_t,
@@ -80,7 +76,8 @@ impl Check for Authentication {
             (false, true) => OAuth2Check.decide(r, lcf, ctx),
             _ if ctx.session.allowed() => SessionCheck.decide(r, lcf, ctx),
             _ if ctx.oauth2.allowed() => OAuth2Check.decide(r, lcf, ctx),
-            _ => self.answering(ctx).decide(r, lcf, ctx),
+            _ if ctx.oauth2.took_token => OAuth2Check.decide(r, lcf, ctx),
+            _ => SessionCheck.decide(r, lcf, ctx),
         }
     }
 }

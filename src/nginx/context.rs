@@ -7,7 +7,7 @@
 //! so a call's answer can only reach a request that still exists.
 
 use core::ffi::c_void;
-use core::mem;
+use core::mem::{self, MaybeUninit};
 use core::ptr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -72,7 +72,11 @@ pub struct Wait {
     pub call: Option<CallId>,
     /// The context the wait is part of, set by `park`.
     pub ctx: *mut RequestCtx,
-    timer: ngx_event_t,
+    /// Written by the first `park`: a request answered from the cache never pays for
+    /// zeroing an event it does not use.
+    timer: MaybeUninit<ngx_event_t>,
+    /// `timer` is written.
+    armed: bool,
 }
 
 impl Wait {
@@ -80,9 +84,8 @@ impl Wait {
         Wait {
             call: None,
             ctx: ptr::null_mut(),
-            // SAFETY: an all-zero ngx_event_t is what ngx_pcalloc hands out: no timer, not
-            // posted, no handler.
-            timer: unsafe { mem::zeroed() },
+            timer: MaybeUninit::uninit(),
+            armed: false,
         }
     }
 
@@ -101,7 +104,12 @@ impl Wait {
         let r = (*ctx).request;
         (*wait).call = Some(call);
         (*wait).ctx = ctx;
-        let timer = &raw mut (*wait).timer;
+        if !(*wait).armed {
+            // An all-zero event is what ngx_pcalloc hands out: no timer, not posted.
+            (*wait).timer.write(mem::zeroed());
+            (*wait).armed = true;
+        }
+        let timer = (*wait).timer.as_mut_ptr();
         (*timer).handler = Some(on_timeout);
         (*timer).data = wait.cast();
         (*timer).log = (*(*r).connection).log;
@@ -138,14 +146,19 @@ impl Wait {
     }
 
     fn disarm(&mut self) {
-        // SAFETY: the timer event lives inside this wait and is only ever armed or posted
-        // by `park`; nginx's timer tree and posted queue must not keep pointing at it.
+        if !self.armed {
+            return;
+        }
+        // SAFETY: `armed` says `park` wrote the event, which lives inside this wait and is
+        // only ever armed or posted by `park`; nginx's timer tree and posted queue must not
+        // keep pointing at it.
         unsafe {
-            if self.timer.timer_set() != 0 {
-                ngx_del_timer(&mut self.timer);
+            let timer = self.timer.assume_init_mut();
+            if timer.timer_set() != 0 {
+                ngx_del_timer(timer);
             }
-            if self.timer.posted() != 0 {
-                ngx_delete_posted_event(&mut self.timer);
+            if timer.posted() != 0 {
+                ngx_delete_posted_event(timer);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! followed by nginx's own context (client, server, request, host).
 
 use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
-use ngx::{ngx_log_debug_mask, ngx_log_error};
+use ngx::ngx_log_error;
 
 use crate::check::decision::Outcome;
 
@@ -53,12 +53,12 @@ pub unsafe fn outcome(r: *mut ngx_http_request_t, doing: &Doing, outcome: Outcom
     );
 }
 
-/// Debug-level trace (nginx built `--with-debug`, `error_log ... debug`). Never given a
-/// credential value.
-///
-/// # Safety
-/// `r` is a live request.
-pub unsafe fn debug(r: *mut ngx_http_request_t, args: core::fmt::Arguments) {
-    let log = (*(*r).connection).log;
-    ngx_log_debug_mask!(DebugMask::Http, log, "{}", args);
+/// Debug-level trace (nginx built `--with-debug`, `error_log ... debug`) of request `$r`.
+/// Never given a credential value. The arguments are only evaluated when the level is on,
+/// so a trace costs a request nothing otherwise.
+macro_rules! debug {
+    ($r:expr, $($arg:tt)+) => {
+        ngx::ngx_log_debug_mask!(DebugMask::Http, (*(*$r).connection).log, $($arg)+)
+    };
 }
+pub(crate) use debug;

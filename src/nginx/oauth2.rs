@@ -68,10 +68,16 @@ pub struct OAuth2State {
     /// None until the check has ended.
     outcome: Option<Outcome>,
     challenge: Answer,
+    /// What a request that missed the cache waits with. Boxed, so that a request answered
+    /// from the cache carries nothing to release, and the wait's timer never moves.
+    parked: Option<Box<Parked>>,
+}
+
+#[derive(Default)]
+struct Parked {
     waiting: Waiting,
-    /// While the request waits for keys: the JWT to verify when they come, and its key
-    /// (boxed: a key is a `u128`, and the context lives in 8-byte-aligned pool memory).
-    pending_jwt: Option<Box<(Box<str>, CacheKey)>>,
+    /// While the request waits for keys: the JWT to verify when they come, and its key.
+    pending_jwt: Option<(Box<str>, CacheKey)>,
     wait: Wait,
 }
 
@@ -93,12 +99,18 @@ enum Waiting {
 }
 
 impl OAuth2State {
+    fn set_waiting(&mut self, waiting: Waiting) {
+        if let Some(parked) = self.parked.as_deref_mut() {
+            parked.waiting = waiting;
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.outcome == Some(Outcome::Allowed)
     }
 }
 
-impl Drop for OAuth2State {
+impl Drop for Parked {
     fn drop(&mut self) {
         let Some(call) = self.wait.call else { return };
         let waiter: *mut Wait = &mut self.wait;
@@ -337,26 +349,33 @@ fn log_fetch(slot: &KeySlot, report: &FetchReport) {
 pub struct OAuth2Check;
 
 impl Check for OAuth2Check {
+    #[inline]
     fn enabled(&self, lcf: &LocConf) -> bool {
         lcf.oauth2.enabled()
     }
 
+    #[inline]
     fn begun(&self, ctx: &RequestCtx) -> bool {
         ctx.oauth2.begun
     }
 
+    #[inline]
     fn counted_in(&self, _lcf: &LocConf, _ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         metrics()
     }
 
+    #[inline]
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         (*ctx).oauth2.begun = true;
         if let Some(call) = find_answer(r, lcf, ctx) {
-            let wait = &raw mut (*ctx).oauth2.wait;
-            Wait::park(wait, ctx, call, lcf.oauth2.timeout, on_timeout);
+            if let Some(parked) = (*ctx).oauth2.parked.as_deref_mut() {
+                let wait = &raw mut parked.wait;
+                Wait::park(wait, ctx, call, lcf.oauth2.timeout, on_timeout);
+            }
         }
     }
 
+    #[inline]
     unsafe fn decide(
         &self,
         r: *mut ngx_http_request_t,
@@ -420,7 +439,6 @@ unsafe fn find_answer(
         return None;
     };
     state.took_token = true;
-    let waiter: *mut Wait = &mut state.wait;
     let found = with_worker(|w| {
         let now = now_ms();
         let key = w.tokens.hasher.key(conf.scope, TAG_TOKEN, b"", value);
@@ -429,7 +447,9 @@ unsafe fn find_answer(
             w.tokens
                 .cache
                 .lookup(key, now, conf.cache_ttl as u64, conf.negative_ttl as u64);
-        w.tokens.report_cache();
+        if matches!(lookup, Lookup::Expired) {
+            w.tokens.report_cache();
+        }
         let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
         if !bypass {
             if let Some(m) = w.tokens.metrics {
@@ -465,9 +485,13 @@ unsafe fn find_answer(
         };
         match (token.shape(), &conf.jwks_url, &conf.introspection_url) {
             (TokenShape::Jwt, Some(_), _) => {
+                let waiter = parked_wait(state);
                 verify_jwt(w, conf, token.as_str(), key, waiter, state)
             }
-            (_, _, Some(_)) => start_introspection(r, w, conf, token.as_str(), key, waiter),
+            (_, _, Some(_)) => {
+                let waiter = parked_wait(state);
+                start_introspection(r, w, conf, token.as_str(), key, waiter)
+            }
             (TokenShape::Opaque, _, None) => Found::Answer(
                 Outcome::Unauthenticated,
                 Answer::InvalidToken,
@@ -492,7 +516,9 @@ unsafe fn find_answer(
             None
         }
         Some(Found::Waits(call, waiting)) => {
-            (*ctx).oauth2.waiting = waiting;
+            if let Some(parked) = (*ctx).oauth2.parked.as_deref_mut() {
+                parked.waiting = waiting;
+            }
             Some(call)
         }
         None => {
@@ -507,6 +533,11 @@ unsafe fn find_answer(
             None
         }
     }
+}
+
+/// The wait a request parks with, made on its first miss.
+fn parked_wait(state: &mut OAuth2State) -> *mut Wait {
+    &mut state.parked.get_or_insert_with(Default::default).wait
 }
 
 enum Found {
@@ -653,7 +684,9 @@ fn wait_for_keys(
         );
     };
     slot.waiters.push(waiter);
-    state.pending_jwt = Some(Box::new((token.into(), key)));
+    if let Some(parked) = state.parked.as_deref_mut() {
+        parked.pending_jwt = Some((token.into(), key));
+    }
     Found::Waits(fetch.id, Waiting::Keys(conf.jwks_scope))
 }
 
@@ -669,30 +702,35 @@ unsafe fn keys_arrived(waiter: *mut Wait) {
     };
     let conf = &lcf.oauth2;
     let state = &mut (*ctx).oauth2;
-    let Some(pending) = state.pending_jwt.take() else {
+    let Some((token, key)) = state
+        .parked
+        .as_deref_mut()
+        .and_then(|p| p.pending_jwt.take())
+    else {
         return;
     };
-    let (token, key) = *pending;
     let found = with_worker(|w| verify_jwt(w, conf, &token, key, waiter, state));
     let state = &mut (*ctx).oauth2;
     match found {
         Some(Found::Waits(call, waiting)) => {
             // Waits again, on the refetch its unknown kid started: same wait, same timer.
-            state.waiting = waiting;
+            if let Some(parked) = state.parked.as_deref_mut() {
+                parked.waiting = waiting;
+            }
             (*waiter).call = Some(call);
         }
         Some(Found::Answer(outcome, answer, reason)) => {
-            state.waiting = Waiting::Nothing;
+            state.set_waiting(Waiting::Nothing);
             conclude(r, state, outcome, answer, reason);
             Wait::unpark(waiter);
         }
         Some(Found::Reason(outcome, answer, reason)) => {
-            state.waiting = Waiting::Nothing;
+            state.set_waiting(Waiting::Nothing);
             conclude(r, state, outcome, answer, &reason);
             Wait::unpark(waiter);
         }
         None => {
-            state.waiting = Waiting::Nothing;
+            state.set_waiting(Waiting::Nothing);
             conclude(
                 r,
                 state,
@@ -743,17 +781,11 @@ unsafe fn start_introspection(
             if let Some(m) = w.tokens.metrics {
                 m.call_started();
             }
-            log::debug(
-                r,
-                format_args!("ory_oauth2: introspection call #{id} started"),
-            );
+            log::debug!(r, "ory_oauth2: introspection call #{id} started");
             Found::Waits(id, Waiting::Introspection)
         }
         Ok(Joined::Shared(id)) => {
-            log::debug(
-                r,
-                format_args!("ory_oauth2: joined introspection call #{id}"),
-            );
+            log::debug!(r, "ory_oauth2: joined introspection call #{id}");
             Found::Waits(id, Waiting::Introspection)
         }
         Err(JoinError::Full) => {
@@ -810,7 +842,7 @@ fn on_introspection_done(id: CallId, (rules, result): IntrospectionResult) {
             let ctx = (*waiter).ctx;
             let state = &mut (*ctx).oauth2;
             state.verified = verified.clone();
-            state.waiting = Waiting::Nothing;
+            state.set_waiting(Waiting::Nothing);
             conclude((*ctx).request, state, outcome, answer, &reason);
             Wait::unpark(waiter);
         }
@@ -826,7 +858,11 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
             let wait = (*ev).data.cast::<Wait>();
             let Some(call) = (*wait).call else { return };
             let ctx = (*wait).ctx;
-            let waiting = (*ctx).oauth2.waiting;
+            let waiting = (*ctx)
+                .oauth2
+                .parked
+                .as_ref()
+                .map_or(Waiting::Nothing, |p| p.waiting);
             with_worker(|w| match waiting {
                 Waiting::Introspection => w.tokens.detach(call, wait),
                 Waiting::Keys(scope) => {
@@ -837,7 +873,7 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
                 Waiting::Nothing => {}
             });
             let state = &mut (*ctx).oauth2;
-            state.waiting = Waiting::Nothing;
+            state.set_waiting(Waiting::Nothing);
             let reason = match waiting {
                 Waiting::Keys(_) => "the JWKS endpoint did not answer within ory_oauth2_timeout",
                 _ => "Hydra did not answer within ory_oauth2_timeout",

@@ -49,13 +49,11 @@ struct LineState {
     wait: Wait,
 }
 
-impl Drop for PermissionState {
+impl Drop for LineState {
     fn drop(&mut self) {
-        for line in self.lines.iter_mut() {
-            if let Some(call) = line.wait.call {
-                let waiter: *mut Wait = &mut line.wait;
-                with_permissions(|p| p.detach(call, waiter));
-            }
+        if let Some(call) = self.wait.call {
+            let waiter: *mut Wait = &mut self.wait;
+            with_permissions(|p| p.detach(call, waiter));
         }
     }
 }
@@ -102,18 +100,22 @@ pub fn shutdown_worker() {
 pub struct PermissionCheck;
 
 impl Check for PermissionCheck {
+    #[inline]
     fn enabled(&self, lcf: &LocConf) -> bool {
         lcf.permission.enabled()
     }
 
+    #[inline]
     fn begun(&self, ctx: &RequestCtx) -> bool {
         ctx.permission.begun
     }
 
+    #[inline]
     fn counted_in(&self, _lcf: &LocConf, _ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         metrics()
     }
 
+    #[inline]
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         (*ctx).permission.begun = true;
         // The session's identity, else the access token's subject.
@@ -131,6 +133,7 @@ impl Check for PermissionCheck {
         settle(&mut (*ctx).permission);
     }
 
+    #[inline]
     unsafe fn decide(
         &self,
         _r: *mut ngx_http_request_t,
@@ -266,7 +269,9 @@ unsafe fn look_up(
             conf.cache_ttl as u64,
             conf.negative_ttl as u64,
         );
-        table.report_cache();
+        if matches!(lookup, Lookup::Expired) {
+            table.report_cache();
+        }
         let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
         let status = match lookup {
             Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
@@ -350,11 +355,11 @@ unsafe fn start(
             if let Some(m) = table.metrics {
                 m.call_started();
             }
-            log::debug(r, format_args!("ory_permission: check call #{id} started"));
+            log::debug!(r, "ory_permission: check call #{id} started");
             Ok(id)
         }
         Ok(Joined::Shared(id)) => {
-            log::debug(r, format_args!("ory_permission: joined check call #{id}"));
+            log::debug!(r, "ory_permission: joined check call #{id}");
             Ok(id)
         }
         Err(JoinError::Full) => {

@@ -52,6 +52,11 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// The check began: the state may hold a session, or wait for a call.
+    pub fn begun(&self) -> bool {
+        self.outcome.is_some() || self.wait.call.is_some()
+    }
+
     pub fn allowed(&self) -> bool {
         self.outcome == Some(Outcome::Allowed)
     }
@@ -114,22 +119,27 @@ pub fn shutdown_worker() {
 pub struct SessionCheck;
 
 impl Check for SessionCheck {
+    #[inline]
     fn enabled(&self, lcf: &LocConf) -> bool {
         lcf.session.enabled()
     }
 
+    #[inline]
     fn begun(&self, ctx: &RequestCtx) -> bool {
-        ctx.session.outcome.is_some() || ctx.session.wait.call.is_some()
+        ctx.session.begun()
     }
 
+    #[inline]
     fn counted_in(&self, _lcf: &LocConf, _ctx: &RequestCtx) -> Option<&'static CheckMetrics> {
         metrics()
     }
 
+    #[inline]
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         begin(r, lcf, ctx)
     }
 
+    #[inline]
     unsafe fn decide(
         &self,
         r: *mut ngx_http_request_t,
@@ -196,13 +206,11 @@ unsafe fn find_answer(
         );
         // BYPASS says that sessions are not reused here; rejections follow their own TTL.
         let bypass = !sessions.caching() || conf.cache_ttl == 0;
-        log::debug(
+        log::debug!(
             r,
-            format_args!(
-                "ory_session: {} found, cache {}",
-                credential.kind,
-                if bypass { "off" } else { "on" }
-            ),
+            "ory_session: {} found, cache {}",
+            credential.kind,
+            if bypass { "off" } else { "on" }
         );
         let now = now_ms();
         let lookup =
@@ -264,11 +272,11 @@ unsafe fn find_answer(
                 if let Some(m) = metrics() {
                     m.call_started();
                 }
-                log::debug(r, format_args!("ory_session: whoami call #{id} started"));
+                log::debug!(r, "ory_session: whoami call #{id} started");
                 Begun::Waits(id)
             }
             Ok(Joined::Shared(id)) => {
-                log::debug(r, format_args!("ory_session: joined whoami call #{id}"));
+                log::debug!(r, "ory_session: joined whoami call #{id}");
                 Begun::Waits(id)
             }
             Err(JoinError::Full) => shed(r, sessions, state),
@@ -374,10 +382,7 @@ fn on_whoami_done(id: CallId, result: WhoamiResult) {
             unsafe {
                 let ctx = (*waiter).ctx;
                 let r = (*ctx).request;
-                log::debug(
-                    r,
-                    format_args!("ory_session: whoami call #{id} done: {outcome:?}"),
-                );
+                log::debug!(r, "ory_session: whoami call #{id} done: {outcome:?}");
                 let state = &mut (*ctx).session;
                 state.outcome = Some(outcome);
                 state.session = session.clone();
@@ -431,10 +436,11 @@ unsafe fn decide(r: *mut ngx_http_request_t, lcf: &LocConf, state: &mut SessionS
     };
     match outcome {
         Outcome::Allowed => {
-            let aal = state.session.as_ref().map_or("", |s| &s.aal);
-            if !session::meets_aal(aal, conf.aal as u8) {
+            let rank = state.session.as_ref().map_or(0, |s| s.aal_rank);
+            if rank < conf.aal as u8 {
                 if !state.applied {
                     state.applied = true;
+                    let aal = state.session.as_ref().map_or("", |s| &s.aal);
                     let reason = format!(
                         "session authenticator assurance level \"{aal}\" is below the required \"aal{}\"",
                         conf.aal

@@ -62,12 +62,6 @@ pub fn cache_until(session: &Session, cache_for_ms: Option<u64>, now_ms: u64) ->
     until
 }
 
-/// Whether a session's authenticator assurance level is at least `required` (1 or 2). An
-/// unknown level counts as none.
-pub fn meets_aal(aal: &str, required: u8) -> bool {
-    browser::aal_rank(aal).unwrap_or(0) >= required
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +120,7 @@ mod tests {
             id: "s".into(),
             user_id: "u".into(),
             aal: "aal1".into(),
+            aal_rank: 1,
             expires_at: "".into(),
             expires_at_ms,
             authenticated_at: "".into(),
@@ -166,16 +161,6 @@ mod tests {
     fn the_jwt_ends_the_entry_first() {
         assert_eq!(cache_until(&session(9_000, Some(4_000)), None, 0), 4_000);
         assert_eq!(cache_until(&session(3_000, Some(4_000)), None, 0), 3_000);
-    }
-
-    #[test]
-    fn assurance_levels() {
-        assert!(meets_aal("aal1", 1));
-        assert!(meets_aal("aal2", 1));
-        assert!(meets_aal("aal2", 2));
-        assert!(!meets_aal("aal1", 2));
-        assert!(!meets_aal("", 1));
-        assert!(!meets_aal("aal9", 1));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Session {
     /// `identity.id`
     pub user_id: Box<str>,
     pub aal: Box<str>,
+    /// `aal` as a number (`aal2` is 2), 0 when unknown: compared on every request.
+    pub aal_rank: u8,
     /// As Kratos sent it.
     pub expires_at: Box<str>,
     /// `expires_at` in unix milliseconds.
@@ -236,6 +238,11 @@ pub fn decode_response(
         session: Session {
             id: header_safe(&id),
             user_id: header_safe(&user_id),
+            aal_rank: wire
+                .authenticator_assurance_level
+                .as_deref()
+                .and_then(crate::session::browser::aal_rank)
+                .unwrap_or(0),
             aal: text(wire.authenticator_assurance_level),
             expires_at: header_safe(&expires_at),
             expires_at_ms,
@@ -380,6 +387,7 @@ pub(crate) mod tests {
         assert_eq!(&*session.id, "8f660ce3-69ec-4aeb-9fda-f9230dc3243f");
         assert_eq!(&*session.user_id, "bf32596a-f853-47c4-91e6-a3f41cf4949d");
         assert_eq!(&*session.aal, "aal2");
+        assert_eq!(session.aal_rank, 2);
         assert_eq!(&*session.expires_at, "2026-07-30T09:30:36.741152Z");
         assert_eq!(session.expires_at_ms, EXPIRES_MS);
         assert_eq!(&*session.authenticated_at, "2026-07-29T09:30:36.741152Z");
