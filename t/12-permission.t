@@ -250,6 +250,20 @@ subtest '200 concurrent requests for one tuple: one call' => sub {
     $t->keto_reset;
 };
 
+subtest '10,000 requests over 100 tuples: 100 Keto calls' => sub {
+    $t->keto_tuples({ tuples => [ map { "documents:doc-$_#viewer\@$JANE" } 1 .. 100 ] });
+    $t->keto_reset;
+    my $ok = 0;
+    for my $round (1 .. 100) {
+        my $rs = $t->parallel_get([ map { ["/arg?doc=doc-$_", @jane] } 1 .. 100 ]);
+        $ok += grep { $_->{status} == 200 } @$rs;
+    }
+    is $ok, 10_000, '10,000 answers 200';
+    my $calls = $t->keto_calls->{count};
+    is $calls, 100, 'Keto got one call per tuple';
+    note "Keto calls for 10,000 requests over 100 tuples: $calls";
+};
+
 subtest 'parked checks: client aborts, timeouts and a reload' => sub {
     $t->keto_reset;
     $t->keto_behaviour({ mode => 'normal', delay_ms => 700 });

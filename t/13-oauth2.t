@@ -408,6 +408,14 @@ subtest 'parked token checks: aborts, timeouts, a reload' => sub {
     sleep 0.1;
     my $rs = $t->parallel_get([ map { ['/failing/x', bearer($t->jwt(name => 'hydra2'))] } 1 .. 10 ], timeout => 10);
     is scalar(grep { $_->{status} == 200 } @$rs), 10, 'requests that waited for the keys: all 200';
+
+    # A JWKS that never answers: requests waiting for the first keys end with 504.
+    $t->_stub(POST => '/__double/behaviour', { endpoint => 'jwks', mode => 'stall' }, 'hydra2');
+    fresh_workers();
+    $start = time;
+    is $t->get('/failing/x', bearer($t->jwt(name => 'hydra2')))->{status}, 504,
+        'waiting for keys that do not come: 504';
+    cmp_ok time - $start, '<', 1.4, 'within ory_oauth2_timeout';
     $t->_stub(POST => '/__double/reset', {}, 'hydra2');
     $t->hydra_reset;
 };
