@@ -19,7 +19,7 @@ use ngx::ffi::{
     ngx_handle_read_event, NGX_OK,
 };
 
-use crate::check::client::build_client;
+use crate::check::client::{build_client, Trust};
 use crate::check::inflight::CallId;
 use crate::check::table::Cancel;
 
@@ -56,7 +56,9 @@ impl Mailbox {
 
 struct Bridge {
     runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
+    /// One client per set of trusted certificates, by the index `conf` gave the set (0: the
+    /// system's store).
+    clients: Vec<reqwest::Client>,
     mailbox: Arc<Mailbox>,
     connection: *mut ngx_connection_t,
 }
@@ -71,16 +73,20 @@ thread_local! {
 ///
 /// # Safety
 /// `cycle` is the worker's cycle, and this runs on the nginx thread.
-pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
+pub unsafe fn start(cycle: *mut ngx_cycle_t, trusts: &[Trust]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ory-session")
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
-    let client = {
+    let clients = {
         let _guard = runtime.enter();
-        build_client().map_err(|e| format!("cannot create the HTTP client: {e}"))?
+        trusts
+            .iter()
+            .map(build_client)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot create the HTTP client: {e}"))?
     };
 
     // SAFETY: plain syscall; the result is checked.
@@ -117,7 +123,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) -> Result<(), String> {
     BRIDGE.with(|b| {
         *b.borrow_mut() = Some(Bridge {
             runtime,
-            client,
+            clients,
             mailbox,
             connection,
         })
@@ -138,11 +144,13 @@ pub fn stop() {
     unsafe { ngx_close_connection(bridge.connection) };
 }
 
-/// Starts call `id`: `call` gets the worker's HTTP client and makes the future that runs on
-/// the runtime. Its result comes back to `on_done` on the nginx thread. Returns the handle
-/// that cancels the call, or `None` when the runtime is not running.
+/// Starts call `id`: `call` gets the worker's HTTP client for the trusted certificates
+/// `trust` names and makes the future that runs on the runtime. Its result comes back to
+/// `on_done` on the nginx thread. Returns the handle that cancels the call, or `None` when
+/// the runtime is not running.
 pub fn spawn<F, R>(
     id: CallId,
+    trust: usize,
     call: impl FnOnce(reqwest::Client) -> F,
     on_done: fn(CallId, R),
 ) -> Option<tokio::task::AbortHandle>
@@ -153,7 +161,7 @@ where
     BRIDGE.with(|b| {
         let b = b.borrow();
         let bridge = b.as_ref()?;
-        let future = call(bridge.client.clone());
+        let future = call(bridge.clients.get(trust)?.clone());
         let mailbox = bridge.mailbox.clone();
         let task = bridge.runtime.spawn(async move {
             let result = future.await;

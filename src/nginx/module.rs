@@ -68,7 +68,8 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if !mcf.enabled_somewhere {
         return NGX_OK as ngx_int_t;
     }
-    if let Err(err) = bridge::start(cycle) {
+    let trusts: Vec<_> = mcf.trusts.iter().map(|(_, trust)| trust.clone()).collect();
+    if let Err(err) = bridge::start(cycle, &trusts) {
         // Keep the worker: it serves everything else, and protected locations fail closed
         // with 500 and a log line saying why.
         ngx_log_error!(

@@ -130,6 +130,8 @@ impl Drop for Parked {
 /// the timer of the background refresh.
 struct KeySlot {
     scope: Scope,
+    /// The trusted certificates of the JWKS endpoint's HTTPS.
+    trust: usize,
     url: Arc<reqwest::Url>,
     cache: JwksCache,
     running: Option<Fetch>,
@@ -191,7 +193,7 @@ pub unsafe fn init_worker(
     cache_size: usize,
     max_pending: usize,
     call_timeout_ms: u64,
-    key_sets: &[(Scope, Arc<reqwest::Url>, Policy)],
+    key_sets: &[(Scope, Arc<reqwest::Url>, Policy, usize)],
 ) {
     let call_timeout = Duration::from_millis(call_timeout_ms);
     let worker = Worker {
@@ -201,9 +203,10 @@ pub unsafe fn init_worker(
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));
     let now = Instant::now();
-    for (scope, url, policy) in key_sets {
+    for (scope, url, policy, trust) in key_sets {
         let mut slot = Box::new(KeySlot {
             scope: *scope,
+            trust: *trust,
             url: url.clone(),
             cache: JwksCache::new(*policy, now),
             running: None,
@@ -274,6 +277,7 @@ fn start_fetch(slot: &mut KeySlot, fetch: Fetch, timeout: Duration) {
     let (scope, url) = (slot.scope, slot.url.clone());
     let started = bridge::spawn(
         fetch.id,
+        slot.trust,
         move |client| async move { (scope, fetch_jwks(&client, &url, timeout).await) },
         on_fetch_done,
     );
@@ -769,6 +773,7 @@ unsafe fn start_introspection(
     let joined = w.tokens.calls.join_or_start(key, waiter, now_ms(), |id| {
         bridge::spawn(
             id,
+            conf.trust,
             move |client| async move {
                 let answer = introspect(&client, &url, &headers, &token, timeout).await;
                 (rules, answer)

@@ -346,6 +346,7 @@ unsafe fn start(
     let joined = table.calls.join_or_start(key, wait, now_ms(), |id| {
         bridge::spawn(
             id,
+            conf.trust,
             move |client| async move { permission::check(&client, &url, timeout).await },
             on_check_done,
         )

@@ -261,6 +261,7 @@ unsafe fn find_answer(
             let credential = OwnedCredential::from(&credential);
             bridge::spawn(
                 id,
+                conf.trust,
                 move |client| async move {
                     whoami::whoami(&client, &url, &credential, call_timeout).await
                 },

@@ -1,6 +1,6 @@
 //! The two calls to Hydra: fetching the JWKS and introspecting an opaque token, plus the
 //! checks of the URLs the directives name. The reqwest client is built elsewhere
-//! (`crate::kratos::build_client`: no redirects, no proxy), so a 3xx is an error and a
+//! (`crate::check::client::build_client`: no redirects, no proxy), so a 3xx is an error and a
 //! token is never handed to a host the configuration does not name.
 
 use std::time::Duration;
@@ -275,7 +275,7 @@ mod tests {
     const LONG: Duration = Duration::from_secs(10);
 
     fn client() -> reqwest::Client {
-        crate::check::client::build_client().unwrap()
+        crate::check::client::build_client(&crate::check::client::Trust::System).unwrap()
     }
 
     /// Serves one connection: reads the request (head and Content-Length body), answers with

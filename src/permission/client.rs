@@ -46,7 +46,7 @@ async fn call(client: &reqwest::Client, url: &reqwest::Url) -> Result<bool, Call
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::client::build_client;
+    use crate::check::client::{build_client, Trust};
     use crate::permission::tuple::{Subject, Tuple};
     use crate::permission::url::{check_endpoint, check_url};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,7 +116,7 @@ mod tests {
     async fn check_once(head: String, body: Vec<Vec<u8>>) -> Result<bool, CallError> {
         let (endpoint, _server) = serve(head, body, Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        check(&build_client().unwrap(), &url, LONG).await
+        check(&build_client(&Trust::System).unwrap(), &url, LONG).await
     }
 
     #[tokio::test]
@@ -124,7 +124,7 @@ mod tests {
         let (head, body) = keto_200("{\"allowed\":true}\n");
         let (endpoint, server) = serve(head, body, Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        let allowed = check(&build_client().unwrap(), &url, LONG).await;
+        let allowed = check(&build_client(&Trust::System).unwrap(), &url, LONG).await;
         let request = server.await.unwrap();
         assert_eq!(allowed, Ok(true));
         let want = format!(
@@ -155,7 +155,7 @@ mod tests {
         let set = Subject::set(b"groups", b"eng team", b"member").unwrap();
         let tuple = Tuple::new(b"documents", b"readme", b"viewer", set).unwrap();
         let allowed = check(
-            &build_client().unwrap(),
+            &build_client(&Trust::System).unwrap(),
             &check_url(&endpoint, &tuple),
             LONG,
         )
@@ -306,7 +306,12 @@ mod tests {
         .await;
         let url = check_url(&endpoint, &readme_viewer());
         let started = std::time::Instant::now();
-        let got = check(&build_client().unwrap(), &url, Duration::from_millis(200)).await;
+        let got = check(
+            &build_client(&Trust::System).unwrap(),
+            &url,
+            Duration::from_millis(200),
+        )
+        .await;
         assert_eq!(got, Err(CallError::Timeout));
         assert!(started.elapsed() < Duration::from_secs(3));
     }
@@ -322,7 +327,12 @@ mod tests {
             while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         });
         let url = check_url(&check_endpoint(&base).unwrap(), &readme_viewer());
-        let got = check(&build_client().unwrap(), &url, Duration::from_millis(200)).await;
+        let got = check(
+            &build_client(&Trust::System).unwrap(),
+            &url,
+            Duration::from_millis(200),
+        )
+        .await;
         assert_eq!(got, Err(CallError::Timeout));
     }
 
@@ -332,7 +342,7 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let url = check_url(&check_endpoint(&base).unwrap(), &readme_viewer());
-        let err = check(&build_client().unwrap(), &url, LONG)
+        let err = check(&build_client(&Trust::System).unwrap(), &url, LONG)
             .await
             .unwrap_err();
         assert_eq!(err, CallError::Unreachable("connection refused".into()));
@@ -347,7 +357,7 @@ mod tests {
     async fn connection_closed_before_answering_is_unreachable() {
         let (endpoint, _server) = serve(String::new(), vec![], Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        let got = check(&build_client().unwrap(), &url, LONG).await;
+        let got = check(&build_client(&Trust::System).unwrap(), &url, LONG).await;
         let Err(CallError::Unreachable(why)) = got else {
             panic!("{got:?}");
         };

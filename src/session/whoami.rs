@@ -124,7 +124,7 @@ fn now_unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::client::build_client;
+    use crate::check::client::{build_client, Trust};
     use crate::check::MAX_ANSWER_LEN;
     use crate::session::model::tests::FULL_BODY;
 
@@ -269,7 +269,7 @@ mod tests {
             let body = future_body();
             let (url, server) =
                 serve(head_200(body.len()), vec![body.into()], Duration::ZERO).await;
-            let client = build_client().unwrap();
+            let client = build_client(&Trust::System).unwrap();
             let answer = whoami(&client, &url, &token("ory_st_abc"), LONG)
                 .await
                 .unwrap();
@@ -308,7 +308,7 @@ mod tests {
                 cookie_name: "ory_session_acme".into(),
                 value: "MTY5abc==".into(),
             };
-            let client = build_client().unwrap();
+            let client = build_client(&Trust::System).unwrap();
             whoami(&client, &url, &credential, LONG).await.unwrap();
             let request = server.await.unwrap();
             let mut names = header_names(&request);
@@ -330,7 +330,7 @@ mod tests {
                 cookie_name: String::new(),
                 value: "ory_st_xyz".into(),
             };
-            let client = build_client().unwrap();
+            let client = build_client(&Trust::System).unwrap();
             whoami(&client, &url, &credential, LONG).await.unwrap();
             let request = server.await.unwrap();
             let mut names = header_names(&request);
@@ -348,9 +348,14 @@ mod tests {
             url = whoami_url(&base).unwrap();
             url.query_pairs_mut()
                 .append_pair("tokenize_as", "jwt_example");
-            whoami(&build_client().unwrap(), &url, &token("t"), LONG)
-                .await
-                .unwrap();
+            whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await
+            .unwrap();
             let request = server.await.unwrap();
             assert!(
                 request.starts_with("GET /.ory/sessions/whoami?tokenize_as=jwt_example HTTP/1.1"),
@@ -367,7 +372,13 @@ mod tests {
                 body.len()
             );
             let (url, _server) = serve(head, vec![body.into()], Duration::ZERO).await;
-            let answer = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let answer = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(
                 answer.unwrap(),
                 Answer::Unauthenticated {
@@ -380,12 +391,24 @@ mod tests {
         async fn rate_limited_and_server_error() {
             let head = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n".to_string();
             let (url, _server) = serve(head, vec![], Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(r.unwrap_err(), CallError::RateLimited);
 
             let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\n".to_string();
             let (url, _server) = serve(head, vec![b"oops!".to_vec()], Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(r.unwrap_err(), CallError::Status(503));
         }
 
@@ -395,14 +418,26 @@ mod tests {
                         Content-Length: 0\r\n\r\n"
                 .to_string();
             let (url, _server) = serve(head, vec![], Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(r.unwrap_err(), CallError::Status(302));
         }
 
         #[tokio::test]
         async fn oversize_content_length() {
             let (url, _server) = serve(head_200(MAX_ANSWER_LEN + 1), vec![], Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(r.unwrap_err(), CallError::TooLarge);
         }
 
@@ -417,7 +452,13 @@ mod tests {
             framed.extend_from_slice(b"\r\n");
             let parts = vec![framed; MAX_ANSWER_LEN / chunk.len() + 2];
             let (url, _server) = serve(head, parts, Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert_eq!(r.unwrap_err(), CallError::TooLarge);
         }
 
@@ -426,7 +467,13 @@ mod tests {
             let mut body = future_body().into_bytes();
             body.resize(MAX_ANSWER_LEN, b' ');
             let (url, _server) = serve(head_200(body.len()), vec![body], Duration::ZERO).await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             assert!(matches!(r, Ok(Answer::Active { .. })), "{r:?}");
         }
 
@@ -442,7 +489,7 @@ mod tests {
             .await;
             let started = std::time::Instant::now();
             let r = whoami(
-                &build_client().unwrap(),
+                &build_client(&Trust::System).unwrap(),
                 &url,
                 &token("t"),
                 Duration::from_millis(200),
@@ -459,7 +506,13 @@ mod tests {
             drop(listener);
             let mut url = whoami_url(&base).unwrap();
             url.query_pairs_mut().append_pair("tokenize_as", "tmpl");
-            let r = whoami(&build_client().unwrap(), &url, &token("s3cr3t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("s3cr3t"),
+                LONG,
+            )
+            .await;
             let err = r.unwrap_err();
             assert_eq!(err, CallError::Unreachable("connection refused".into()));
             let text = err.describe(&crate::session::KRATOS);
@@ -478,7 +531,13 @@ mod tests {
                 Duration::ZERO,
             )
             .await;
-            let r = whoami(&build_client().unwrap(), &url, &token("t"), LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &token("t"),
+                LONG,
+            )
+            .await;
             let Err(CallError::Unreachable(why)) = r else {
                 panic!("{r:?}");
             };
@@ -489,7 +548,13 @@ mod tests {
         async fn invalid_credential_is_not_sent() {
             let credential = token("bad\r\nvalue");
             let url = whoami_url("http://127.0.0.1:1").unwrap();
-            let r = whoami(&build_client().unwrap(), &url, &credential, LONG).await;
+            let r = whoami(
+                &build_client(&Trust::System).unwrap(),
+                &url,
+                &credential,
+                LONG,
+            )
+            .await;
             let err = r.unwrap_err();
             assert!(matches!(err, CallError::Unreachable(_)));
             assert!(!err.describe(&crate::session::KRATOS).contains("bad"));

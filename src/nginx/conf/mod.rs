@@ -23,6 +23,7 @@ use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 use std::sync::Arc;
 
+use crate::check::client::{read_trusted, Trust};
 use crate::check::key::Scope;
 use crate::oauth2::jwks_cache::Policy;
 
@@ -51,7 +52,10 @@ pub struct MainConf {
     pub max_oauth2_timeout: ngx_msec_t,
     /// Every key set a location with `ory_oauth2 on` verifies JWTs with, by URL: each
     /// worker fetches them when it starts.
-    pub jwks: Vec<(Scope, Arc<reqwest::Url>, Policy)>,
+    pub jwks: Vec<(Scope, Arc<reqwest::Url>, Policy, usize)>,
+    /// The certificate authorities each worker's clients trust, one set per
+    /// `*_trusted_certificate` file (by its full name), after the system's store at 0.
+    pub trusts: Vec<(String, Trust)>,
     /// `ory_session_max_pending`: the bound of every kind of check's calls in flight.
     pub max_pending: ngx_int_t,
     /// The longest `ory_session_timeout` of any location: how long one shared call may run.
@@ -71,6 +75,7 @@ impl Default for MainConf {
             oauth2_cache_size: NGX_CONF_UNSET_INT,
             max_oauth2_timeout: oauth2::DEFAULT_TIMEOUT_MS,
             jwks: Vec::new(),
+            trusts: vec![(String::new(), Trust::System)],
             max_pending: NGX_CONF_UNSET_INT,
             max_timeout: session::DEFAULT_TIMEOUT_MS,
             max_permission_timeout: permission::DEFAULT_TIMEOUT_MS,
@@ -196,12 +201,12 @@ pub unsafe extern "C" fn merge_loc_conf(
         main.max_timeout = main.max_timeout.max(conf.session.timeout);
         main.max_permission_timeout = main.max_permission_timeout.max(conf.permission.timeout);
         main.max_oauth2_timeout = main.max_oauth2_timeout.max(conf.oauth2.timeout);
-        if let Some((scope, url, policy)) = oauth2::jwks_of(&conf.oauth2) {
-            match main.jwks.iter_mut().find(|(s, _, _)| *s == scope) {
+        if let Some((scope, url, policy, trust)) = oauth2::jwks_of(&conf.oauth2) {
+            match main.jwks.iter_mut().find(|(s, _, _, _)| *s == scope) {
                 // One key set per URL: the shortest TTL any location asks for.
                 Some(known) if policy.ttl() < known.2.ttl() => known.2 = policy,
                 Some(_) => {}
-                None => main.jwks.push((scope, url, policy)),
+                None => main.jwks.push((scope, url, policy, trust)),
             }
         }
     }
@@ -261,6 +266,53 @@ unsafe fn set_once<T>(
         }
         Err(why) => invalid_value(cf, cmd, value, why),
     }
+}
+
+/// The index `*_trusted_certificate` fields hold before merge fills them in; 0 is the
+/// system's store.
+pub const TRUST_UNSET: ngx_uint_t = NGX_CONF_UNSET_UINT;
+
+/// Shared by the `*_trusted_certificate` directives: the PEM file (relative to nginx's
+/// configuration prefix, like `proxy_ssl_trusted_certificate`) is read now, so that
+/// `nginx -t` reports a missing or bad file; its certificates become one trusted set of the
+/// workers' clients, and `field` its index.
+unsafe fn set_trust(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut ngx_uint_t,
+) -> *mut c_char {
+    if *field != TRUST_UNSET {
+        return IS_DUPLICATE;
+    }
+    let value = &args(cf)[0];
+    let mut name = *value;
+    if ngx::ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ngx::ffi::NGX_OK as ngx_int_t {
+        return NGX_CONF_ERROR;
+    }
+    let path = String::from_utf8_lossy(name.as_bytes()).into_owned();
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            let why = format!("cannot read \"{path}\": {}", e.kind());
+            return invalid_value(cf, cmd, value, &why);
+        }
+    };
+    let certificates = match read_trusted(&pem) {
+        Ok(certificates) => certificates,
+        Err(why) => return invalid_value(cf, cmd, value, why),
+    };
+    let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) else {
+        return NGX_CONF_ERROR;
+    };
+    let index = match main.trusts.iter().position(|(p, _)| *p == path) {
+        Some(index) => index,
+        None => {
+            main.trusts.push((path, Trust::Only(certificates)));
+            main.trusts.len() - 1
+        }
+    };
+    *field = index as ngx_uint_t;
+    NGX_CONF_OK
 }
 
 /// Post handler of `ory_session_timeout`: a zero timeout would fail every request.
@@ -395,7 +447,7 @@ macro_rules! session {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 34] = [
+pub static mut COMMANDS: [ngx_command_t; 37] = [
     loc(
         ngx_string!("ory_session"),
         NGX_CONF_FLAG,
@@ -599,6 +651,24 @@ pub static mut COMMANDS: [ngx_command_t; 34] = [
         ngx_conf_set_num_slot,
         offset_of!(MainConf, oauth2_cache_size),
         post_of(&raw const CACHE_SIZE_BOUNDS),
+    ),
+    loc(
+        ngx_string!("ory_session_trusted_certificate"),
+        NGX_CONF_TAKE1,
+        session::set_trusted_certificate,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_oauth2_trusted_certificate"),
+        NGX_CONF_TAKE1,
+        oauth2::set_trusted_certificate,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_permission_trusted_certificate"),
+        NGX_CONF_TAKE1,
+        permission::set_trusted_certificate,
+        0,
     ),
     main(
         ngx_string!("ory_permission_cache_size"),

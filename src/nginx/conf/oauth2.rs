@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::ffi::{ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_msec_t};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_uint_t,
+};
 use ngx::http::HttpModuleMainConf;
 use reqwest::header::{HeaderName, HeaderValue};
 
@@ -29,6 +31,9 @@ const DEFAULT_NEGATIVE_TTL_MS: ngx_msec_t = 10_000;
 
 /// The `ory_oauth2*` directives of one level.
 pub struct OAuth2Conf {
+    /// The trusted certificates of the service's HTTPS, as an index into the main
+    /// configuration's sets (0: the system's store).
+    pub trust: ngx_uint_t,
     /// `ory_oauth2`
     pub enable: ngx_flag_t,
     enable_source: Source,
@@ -56,6 +61,7 @@ pub struct OAuth2Conf {
 impl Default for OAuth2Conf {
     fn default() -> Self {
         OAuth2Conf {
+            trust: super::TRUST_UNSET,
             enable: NGX_CONF_UNSET_FLAG,
             enable_source: Source::default(),
             jwks_url: None,
@@ -84,6 +90,13 @@ impl OAuth2Conf {
     /// Merges with the level above; errors name what is wrong (the directive's own place is
     /// added by the caller where it has one).
     pub(super) fn merge(&mut self, prev: &OAuth2Conf) -> Result<(), String> {
+        if self.trust == super::TRUST_UNSET {
+            self.trust = if prev.trust == super::TRUST_UNSET {
+                0
+            } else {
+                prev.trust
+            };
+        }
         if self.enable == NGX_CONF_UNSET_FLAG {
             self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
                 0
@@ -320,8 +333,19 @@ pub(super) unsafe extern "C" fn jwks_ttl_bounds(
 
 /// The merged configuration of a level with `ory_oauth2 on` that names a JWKS: what the
 /// workers fetch when they start.
-pub fn jwks_of(conf: &OAuth2Conf) -> Option<(Scope, Arc<reqwest::Url>, Policy)> {
+pub fn jwks_of(conf: &OAuth2Conf) -> Option<(Scope, Arc<reqwest::Url>, Policy, usize)> {
     let url = conf.jwks_url.clone()?;
     let policy = conf.jwks_policy().ok()?;
-    conf.enabled().then_some((conf.jwks_scope, url, policy))
+    conf.enabled()
+        .then_some((conf.jwks_scope, url, policy, conf.trust))
+}
+
+/// `ory_oauth2_trusted_certificate FILE;`
+pub(super) unsafe extern "C" fn set_trusted_certificate(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).oauth2.trust;
+    super::set_trust(cf, cmd, field)
 }

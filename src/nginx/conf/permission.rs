@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, NGX_OK,
+    ngx_http_complex_value_t, ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t,
+    ngx_uint_t, NGX_OK,
 };
 use ngx::http::HttpModuleMainConf;
 
@@ -51,6 +52,9 @@ pub struct Line {
 
 /// The `ory_permission*` directives of one level.
 pub struct PermissionConf {
+    /// The trusted certificates of the service's HTTPS, as an index into the main
+    /// configuration's sets (0: the system's store).
+    pub trust: ngx_uint_t,
     /// `ory_permission_url`, as the check endpoint.
     pub endpoint: Option<Arc<reqwest::Url>>,
     /// The endpoint as it enters cache keys (filled in by merge).
@@ -67,6 +71,7 @@ pub struct PermissionConf {
 impl Default for PermissionConf {
     fn default() -> Self {
         PermissionConf {
+            trust: super::TRUST_UNSET,
             endpoint: None,
             scope: Scope::default(),
             lines: Vec::new(),
@@ -84,6 +89,13 @@ impl PermissionConf {
     }
 
     pub(super) fn merge(&mut self, prev: &PermissionConf) {
+        if self.trust == super::TRUST_UNSET {
+            self.trust = if prev.trust == super::TRUST_UNSET {
+                0
+            } else {
+                prev.trust
+            };
+        }
         if self.endpoint.is_none() {
             self.endpoint = prev.endpoint.clone();
         }
@@ -204,4 +216,14 @@ unsafe fn compile(cf: *mut ngx_conf_t, text: &str) -> Option<Value> {
         return None;
     }
     Some(Value(cv))
+}
+
+/// `ory_permission_trusted_certificate FILE;`
+pub(super) unsafe extern "C" fn set_trusted_certificate(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).permission.trust;
+    super::set_trust(cf, cmd, field)
 }

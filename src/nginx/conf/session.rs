@@ -28,6 +28,9 @@ const DEFAULT_NEGATIVE_TTL_MS: ngx_msec_t = 10_000;
 
 /// The `ory_session*` directives of one level.
 pub struct SessionConf {
+    /// The trusted certificates of the service's HTTPS, as an index into the main
+    /// configuration's sets (0: the system's store).
+    pub trust: ngx_uint_t,
     /// `ory_session`
     pub enable: ngx_flag_t,
     enable_source: Source,
@@ -54,6 +57,7 @@ pub struct SessionConf {
 impl Default for SessionConf {
     fn default() -> Self {
         SessionConf {
+            trust: super::TRUST_UNSET,
             enable: NGX_CONF_UNSET_FLAG,
             enable_source: Source::default(),
             kratos_base: None,
@@ -94,6 +98,13 @@ impl SessionConf {
     }
 
     pub(super) fn merge(&mut self, prev: &SessionConf) {
+        if self.trust == super::TRUST_UNSET {
+            self.trust = if prev.trust == super::TRUST_UNSET {
+                0
+            } else {
+                prev.trust
+            };
+        }
         if self.enable == NGX_CONF_UNSET_FLAG {
             self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
                 0
@@ -233,4 +244,14 @@ pub(super) unsafe extern "C" fn set_aal(
         _ => return invalid_value(cf, cmd, value, "it must be \"aal1\" or \"aal2\""),
     };
     NGX_CONF_OK
+}
+
+/// `ory_session_trusted_certificate FILE;`
+pub(super) unsafe extern "C" fn set_trusted_certificate(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).session.trust;
+    super::set_trust(cf, cmd, field)
 }
