@@ -14,6 +14,9 @@ pub mod table;
 pub mod text;
 
 #[cfg(test)]
+pub(crate) mod testserver;
+
+#[cfg(test)]
 mod proptests;
 
 /// The largest answer read from any service. Real answers are a few KiB; anything much

@@ -40,6 +40,13 @@ pub struct RequestCtx {
     pub permission: PermissionState,
 }
 
+/// nginx's cached time in milliseconds, as its timers see it: updated once per event loop
+/// iteration, so reading it costs no system call.
+pub fn now_ms() -> u64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec as u64 * 1000 + tp.msec as u64
+}
+
 // nginx pools align to 8 bytes (NGX_ALIGNMENT): anything stricter in the context, such as a
 // u128 cache key, would be misaligned.
 const _: () = assert!(mem::align_of::<RequestCtx>() <= 8);

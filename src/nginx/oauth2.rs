@@ -17,14 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ngx::ffi::{
     ngx_add_timer, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_http_request_t, ngx_log_t,
-    ngx_timeofday, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::ngx_log_error;
 use tokio::task::AbortHandle;
 
 use super::access::Check;
 use super::conf::{LocConf, OAuth2Conf};
-use super::context::{RequestCtx, Wait};
+use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_OAUTH2};
 use super::{bridge, headers, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
@@ -171,11 +171,6 @@ fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> Option<T> {
 
 fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.oauth2)
-}
-
-fn now_ms() -> u64 {
-    let tp = ngx_timeofday();
-    tp.sec as u64 * 1000 + tp.msec as u64
 }
 
 fn unix_now() -> i64 {

@@ -12,12 +12,12 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_timeofday};
+use ngx::ffi::{ngx_event_t, ngx_http_request_t};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
 use super::conf::{Line, LineSubject, LocConf, PermissionConf, Value};
-use super::context::{RequestCtx, Wait};
+use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_PERMISSION};
 use super::{bridge, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
@@ -72,11 +72,6 @@ fn with_permissions<T>(f: impl FnOnce(&mut Permissions) -> T) -> Option<T> {
 
 fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.permission)
-}
-
-fn now_ms() -> u64 {
-    let tp = ngx_timeofday();
-    tp.sec as u64 * 1000 + tp.msec as u64
 }
 
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {

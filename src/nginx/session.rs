@@ -11,22 +11,23 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_timeofday};
+use ngx::ffi::{ngx_event_t, ngx_http_request_t};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
 use super::conf::{LocConf, SessionConf};
-use super::context::{RequestCtx, Wait};
+use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_SESSION};
 use super::{bridge, headers, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
 use crate::check::inflight::{CallId, JoinError, Joined};
+use crate::check::key::CacheKey;
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
 use crate::oauth2::token::is_session_token;
-use crate::session::credential::{self, CredentialKind, OwnedCredential};
+use crate::session::credential::{self, Credential, CredentialKind, OwnedCredential};
 use crate::session::model::{Answer, Session};
 use crate::session::{self, browser, whoami, WhoamiResult};
 
@@ -89,11 +90,6 @@ fn with_sessions<T>(f: impl FnOnce(&mut Sessions) -> T) -> Option<T> {
 
 fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.session)
-}
-
-fn now_ms() -> u64 {
-    let tp = ngx_timeofday();
-    tp.sec as u64 * 1000 + tp.msec as u64
 }
 
 /// Sets up the worker's cache and call table; called from `init_process` once the bridge
@@ -173,10 +169,48 @@ unsafe fn find_answer(
     lcf: &LocConf,
     state: &mut SessionState,
 ) -> Begun {
+    let Some(credential) = session_credential(r, lcf, state) else {
+        return Begun::Decided;
+    };
     let conf = &lcf.session;
+    let waiter: *mut Wait = &mut state.wait;
+    let found = with_sessions(|sessions| -> Result<Begun, String> {
+        let key = sessions.hasher.key(
+            conf.scope,
+            session::tag(credential.kind),
+            credential.cookie_name,
+            credential.value,
+        );
+        if let Some(answered) = look_up(r, conf, sessions, state, &credential, key)? {
+            return Ok(answered);
+        }
+        Ok(join_call(
+            r,
+            conf,
+            sessions,
+            state,
+            &credential,
+            key,
+            waiter,
+        ))
+    });
+    match found {
+        Some(Ok(begun)) => begun,
+        Some(Err(invalid)) => refuse(r, state, &invalid),
+        None => not_running(r, state),
+    }
+}
+
+/// The request's session credential, or `None` when the check is decided without one.
+#[inline(always)]
+unsafe fn session_credential<'r>(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    state: &mut SessionState,
+) -> Option<Credential<'r>> {
     let tokens_too = lcf.oauth2.enabled();
     // The bytes are checked on a cache miss only (see choose_credential).
-    let credential = match credential::choose_credential(request::headers(r), conf.cookie()) {
+    let found = match credential::choose_credential(request::headers(r), lcf.session.cookie()) {
         // Where OAuth2 tokens are taken too, a bearer token is a session's only with
         // Kratos' prefix.
         Ok(Some(c))
@@ -185,80 +219,105 @@ unsafe fn find_answer(
             None
         }
         Ok(found) => found,
-        Err(err) => return refuse(r, state, &err.to_string()),
+        Err(err) => {
+            refuse(r, state, &err.to_string());
+            return None;
+        }
     };
-    let Some(credential) = credential else {
+    let Some(credential) = found else {
         if tokens_too {
             // The OAuth2 check may find a token; the driver logs when neither finds one.
             state.outcome = Some(Outcome::Unauthenticated);
-            return Begun::Decided;
+        } else {
+            refuse(r, state, "no session credential in the request");
         }
-        return refuse(r, state, "no session credential in the request");
+        return None;
     };
     state.credential = Some(credential.kind);
-    let waiter: *mut Wait = &mut state.wait;
-    let found = with_sessions(|sessions| {
-        let key = sessions.hasher.key(
-            conf.scope,
-            session::tag(credential.kind),
-            credential.cookie_name,
-            credential.value,
-        );
-        // BYPASS says that sessions are not reused here; rejections follow their own TTL.
-        let bypass = !sessions.caching() || conf.cache_ttl == 0;
-        log::debug!(
-            r,
-            "ory_session: {} found, cache {}",
-            credential.kind,
-            if bypass { "off" } else { "on" }
-        );
-        let now = now_ms();
-        let lookup =
-            sessions
-                .cache
-                .lookup(key, now, conf.cache_ttl as u64, conf.negative_ttl as u64);
-        sessions.report_cache();
-        let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
-        if !cached {
-            if let Err(err) = credential.check_bytes() {
-                // Never cached, so this is no cache miss either.
-                return Err(err.to_string());
-            }
-        }
-        if !bypass {
-            if let Some(m) = metrics() {
-                m.cache_lookup(cached);
-            }
-        }
-        state.cache_status = match lookup {
-            Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
-            _ if bypass => CacheStatus::Bypass,
-            Lookup::Expired => CacheStatus::Expired,
-            Lookup::Miss => CacheStatus::Miss,
-        };
-        match lookup {
-            Lookup::Hit(session) => {
-                state.session = Some(session);
-                state.outcome = Some(Outcome::Allowed);
-                return Ok(Begun::Decided);
-            }
-            Lookup::NegativeHit => {
-                return Ok(decided(
-                    r,
-                    state,
-                    Outcome::Unauthenticated,
-                    "Kratos rejected the session (cached)",
-                ));
-            }
-            Lookup::Expired | Lookup::Miss => {}
-        }
+    Some(credential)
+}
 
-        let call_timeout = sessions.call_timeout;
-        let joined = sessions.calls.join_or_start(key, waiter, now, |id| {
+/// The cache's answer for the credential, if it has one; an error when the credential,
+/// which no entry knows, cannot be a credential at all.
+#[inline(always)]
+unsafe fn look_up(
+    r: *mut ngx_http_request_t,
+    conf: &SessionConf,
+    sessions: &mut Sessions,
+    state: &mut SessionState,
+    credential: &Credential,
+    key: CacheKey,
+) -> Result<Option<Begun>, String> {
+    // BYPASS says that sessions are not reused here; rejections follow their own TTL.
+    let bypass = !sessions.caching() || conf.cache_ttl == 0;
+    log::debug!(
+        r,
+        "ory_session: {} found, cache {}",
+        credential.kind,
+        if bypass { "off" } else { "on" }
+    );
+    let lookup = sessions.cache.lookup(
+        key,
+        now_ms(),
+        conf.cache_ttl as u64,
+        conf.negative_ttl as u64,
+    );
+    if matches!(lookup, Lookup::Expired) {
+        // The only lookup that changes the cache: it drops the entry.
+        sessions.report_cache();
+    }
+    let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
+    if !cached {
+        // Never cached, so this is no cache miss either.
+        credential.check_bytes().map_err(|e| e.to_string())?;
+    }
+    if !bypass {
+        if let Some(m) = sessions.metrics {
+            m.cache_lookup(cached);
+        }
+    }
+    state.cache_status = match lookup {
+        Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
+        _ if bypass => CacheStatus::Bypass,
+        Lookup::Expired => CacheStatus::Expired,
+        Lookup::Miss => CacheStatus::Miss,
+    };
+    Ok(match lookup {
+        Lookup::Hit(session) => {
+            state.session = Some(session);
+            state.outcome = Some(Outcome::Allowed);
+            Some(Begun::Decided)
+        }
+        Lookup::NegativeHit => Some(decided(
+            r,
+            state,
+            Outcome::Unauthenticated,
+            "Kratos rejected the session (cached)",
+        )),
+        Lookup::Expired | Lookup::Miss => None,
+    })
+}
+
+/// Joins the whoami call in flight for `key`, or starts one: the miss path, kept out of
+/// the hit path's code.
+#[cold]
+#[inline(never)]
+unsafe fn join_call(
+    r: *mut ngx_http_request_t,
+    conf: &SessionConf,
+    sessions: &mut Sessions,
+    state: &mut SessionState,
+    credential: &Credential,
+    key: CacheKey,
+    waiter: *mut Wait,
+) -> Begun {
+    let call_timeout = sessions.call_timeout;
+    let joined =
+        sessions.calls.join_or_start(key, waiter, now_ms(), |id| {
             let Some(url) = conf.whoami.clone() else {
                 return None; // merge_loc_conf refuses `ory_session on` without a URL
             };
-            let credential = OwnedCredential::from(&credential);
+            let credential = OwnedCredential::from(credential);
             bridge::spawn(
                 id,
                 conf.trust,
@@ -268,26 +327,20 @@ unsafe fn find_answer(
                 on_whoami_done,
             )
         });
-        Ok(match joined {
-            Ok(Joined::Started(id)) => {
-                if let Some(m) = metrics() {
-                    m.call_started();
-                }
-                log::debug!(r, "ory_session: whoami call #{id} started");
-                Begun::Waits(id)
+    match joined {
+        Ok(Joined::Started(id)) => {
+            if let Some(m) = sessions.metrics {
+                m.call_started();
             }
-            Ok(Joined::Shared(id)) => {
-                log::debug!(r, "ory_session: joined whoami call #{id}");
-                Begun::Waits(id)
-            }
-            Err(JoinError::Full) => shed(r, sessions, state),
-            Err(JoinError::NotStarted) => not_running(r, state),
-        })
-    });
-    match found {
-        Some(Ok(begun)) => begun,
-        Some(Err(invalid)) => refuse(r, state, &invalid),
-        None => not_running(r, state),
+            log::debug!(r, "ory_session: whoami call #{id} started");
+            Begun::Waits(id)
+        }
+        Ok(Joined::Shared(id)) => {
+            log::debug!(r, "ory_session: joined whoami call #{id}");
+            Begun::Waits(id)
+        }
+        Err(JoinError::Full) => shed(r, sessions, state),
+        Err(JoinError::NotStarted) => not_running(r, state),
     }
 }
 

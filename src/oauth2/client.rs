@@ -178,7 +178,6 @@ fn content_type(response: &reqwest::Response) -> Option<String> {
 mod tests {
     use super::*;
     use crate::oauth2::fixtures;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]
@@ -278,48 +277,7 @@ mod tests {
         crate::check::client::build_client(&crate::check::client::Trust::System).unwrap()
     }
 
-    /// Serves one connection: reads the request (head and Content-Length body), answers with
-    /// `head` then `body` parts written `pause` apart, and returns the request it read.
-    async fn serve(
-        head: String,
-        body: Vec<Vec<u8>>,
-        pause: Duration,
-    ) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                    if request.len() >= end + 4 + len {
-                        break;
-                    }
-                }
-                let n = socket.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-            }
-            socket.write_all(head.as_bytes()).await.unwrap();
-            for part in body {
-                tokio::time::sleep(pause).await;
-                if socket.write_all(&part).await.is_err() {
-                    break;
-                }
-            }
-            let _ = socket.shutdown().await;
-            String::from_utf8(request).unwrap()
-        });
-        (base, task)
-    }
+    use crate::check::testserver::serve;
 
     fn head(status: &str, content_type: &str, len: usize) -> String {
         format!(

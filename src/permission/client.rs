@@ -49,7 +49,7 @@ mod tests {
     use crate::check::client::{build_client, Trust};
     use crate::permission::tuple::{Subject, Tuple};
     use crate::permission::url::{check_endpoint, check_url};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     const LONG: Duration = Duration::from_secs(10);
@@ -65,36 +65,13 @@ mod tests {
         .unwrap()
     }
 
-    /// Serves one connection: reads the request head, answers with `head` followed by
-    /// `body` parts written `pause` apart, and returns the request head it read.
+    /// Serves one connection (see `check::testserver`), at the service's URL.
     async fn serve(
         head: String,
         body: Vec<Vec<u8>>,
         pause: Duration,
     ) -> (reqwest::Url, tokio::task::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = socket.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-            }
-            socket.write_all(head.as_bytes()).await.unwrap();
-            for part in body {
-                tokio::time::sleep(pause).await;
-                if socket.write_all(&part).await.is_err() {
-                    break;
-                }
-            }
-            let _ = socket.shutdown().await;
-            String::from_utf8(request).unwrap()
-        });
+        let (base, task) = crate::check::testserver::serve(head, body, pause).await;
         (check_endpoint(&base).unwrap(), task)
     }
 

@@ -268,6 +268,42 @@ unsafe fn set_once<T>(
     }
 }
 
+/// Shared by the URL directives: one URL, checked by `parse`.
+unsafe fn set_url(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut Option<Arc<reqwest::Url>>,
+    parse: impl FnOnce(&str) -> Result<reqwest::Url, &'static str>,
+) -> *mut c_char {
+    set_once(cf, cmd, field, |value| {
+        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
+        parse(text).map(Arc::new)
+    })
+}
+
+/// Shared by `ory_session` and `ory_oauth2`: nginx's flag setter, then where the directive
+/// was written (merge reports a missing URL there) and, when on, that the workers need their
+/// client runtime. `part` picks the check's flag and place out of the configuration.
+unsafe fn set_check_flag(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+    part: impl FnOnce(&mut LocConf) -> (ngx_flag_t, &mut Source),
+) -> *mut c_char {
+    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if rv != NGX_CONF_OK {
+        return rv;
+    }
+    let (flag, source) = part(&mut *conf.cast::<LocConf>());
+    *source = Source::here(cf);
+    if flag == 1 {
+        if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+            main.enabled_somewhere = true;
+        }
+    }
+    NGX_CONF_OK
+}
+
 /// The index `*_trusted_certificate` fields hold before merge fills them in; 0 is the
 /// system's store.
 pub const TRUST_UNSET: ngx_uint_t = NGX_CONF_UNSET_UINT;

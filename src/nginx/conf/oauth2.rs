@@ -5,21 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::ffi::{
-    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_uint_t,
-};
-use ngx::http::HttpModuleMainConf;
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_uint_t};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::{
-    args, invalid_value, merge_msec, set_once, LocConf, Source, NGX_CONF_UNSET_FLAG,
-    NGX_CONF_UNSET_MSEC,
+    args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_FLAG, NGX_CONF_UNSET_MSEC,
 };
 use crate::check::key::{scope_of, Scope};
 use crate::oauth2::client::{introspection_header, introspection_url, jwks_url};
 use crate::oauth2::jwks_cache::{Policy, DEFAULT_TTL};
 use crate::oauth2::rules::{Rules, DEFAULT_LEEWAY_SECS};
-use crate::HttpOrySessionModule;
 
 pub const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
 /// How long a verified token or an introspection answer is reused; never past the token's
@@ -183,25 +178,15 @@ impl OAuth2Conf {
     }
 }
 
-/// `ory_oauth2 on | off`: nginx's flag setter, then what the merge and the workers need to
-/// know of it.
+/// `ory_oauth2 on | off`.
 pub(super) unsafe extern "C" fn set_enable(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
-    if rv != NGX_CONF_OK {
-        return rv;
-    }
-    let conf = &mut (*conf.cast::<LocConf>()).oauth2;
-    conf.enable_source = Source::here(cf);
-    if conf.enable == 1 {
-        if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
-            main.enabled_somewhere = true;
-        }
-    }
-    NGX_CONF_OK
+    super::set_check_flag(cf, cmd, conf, |c| {
+        (c.oauth2.enable, &mut c.oauth2.enable_source)
+    })
 }
 
 pub(super) unsafe extern "C" fn set_jwks_url(
@@ -210,10 +195,7 @@ pub(super) unsafe extern "C" fn set_jwks_url(
     conf: *mut c_void,
 ) -> *mut c_char {
     let field = &mut (*conf.cast::<LocConf>()).oauth2.jwks_url;
-    set_once(cf, cmd, field, |value| {
-        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
-        jwks_url(text).map(Arc::new)
-    })
+    super::set_url(cf, cmd, field, jwks_url)
 }
 
 pub(super) unsafe extern "C" fn set_introspection_url(
@@ -222,10 +204,7 @@ pub(super) unsafe extern "C" fn set_introspection_url(
     conf: *mut c_void,
 ) -> *mut c_char {
     let field = &mut (*conf.cast::<LocConf>()).oauth2.introspection_url;
-    set_once(cf, cmd, field, |value| {
-        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
-        introspection_url(text).map(Arc::new)
-    })
+    super::set_url(cf, cmd, field, introspection_url)
 }
 
 /// `ory_oauth2_introspection_header NAME VALUE;`, any number of times.

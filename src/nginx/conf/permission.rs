@@ -12,7 +12,7 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::{args, invalid_value, merge_msec, set_once, LocConf, Source, NGX_CONF_UNSET_MSEC};
+use super::{args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_MSEC};
 use crate::check::key::{scope_of, Scope};
 use crate::permission::{check_endpoint, parse_args, SubjectArg};
 use crate::HttpOrySessionModule;
@@ -132,10 +132,7 @@ pub(super) unsafe extern "C" fn set_url(
     conf: *mut c_void,
 ) -> *mut c_char {
     let field = &mut (*conf.cast::<LocConf>()).permission.endpoint;
-    set_once(cf, cmd, field, |value| {
-        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
-        check_endpoint(text).map(Arc::new)
-    })
+    super::set_url(cf, cmd, field, check_endpoint)
 }
 
 /// `ory_permission NAMESPACE OBJECT RELATION [SUBJECT];`, any number of times.

@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use ngx::core::NGX_CONF_OK;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t,
-    ngx_msec_t, ngx_uint_t,
+    ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_msec_t, ngx_uint_t,
 };
-use ngx::http::HttpModuleMainConf;
 
 use super::{
     args, invalid_value, merge_flag, merge_msec, merge_uint, set_once, LocConf, Source,
@@ -19,7 +17,6 @@ use super::{
 use crate::check::key::{scope_of, Scope};
 use crate::session::credential::CookieMatch;
 use crate::session::whoami::whoami_url;
-use crate::HttpOrySessionModule;
 
 pub const DEFAULT_COOKIE: &[u8] = b"ory_kratos_session";
 pub const DEFAULT_TIMEOUT_MS: ngx_msec_t = 5_000;
@@ -163,25 +160,15 @@ fn merge_ptr(conf: &mut *mut ngx_http_complex_value_t, prev: *mut ngx_http_compl
     }
 }
 
-/// `ory_session on | off`: nginx's flag setter, then what the merge and the workers need to
-/// know of it.
+/// `ory_session on | off`.
 pub(super) unsafe extern "C" fn set_enable(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
-    if rv != NGX_CONF_OK {
-        return rv;
-    }
-    let conf = &mut (*conf.cast::<LocConf>()).session;
-    conf.enable_source = Source::here(cf);
-    if conf.enable == 1 {
-        if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
-            main.enabled_somewhere = true;
-        }
-    }
-    NGX_CONF_OK
+    super::set_check_flag(cf, cmd, conf, |c| {
+        (c.session.enable, &mut c.session.enable_source)
+    })
 }
 
 pub(super) unsafe extern "C" fn set_kratos_url(
@@ -190,10 +177,7 @@ pub(super) unsafe extern "C" fn set_kratos_url(
     conf: *mut c_void,
 ) -> *mut c_char {
     let field = &mut (*conf.cast::<LocConf>()).session.kratos_base;
-    set_once(cf, cmd, field, |value| {
-        let text = core::str::from_utf8(value).map_err(|_| "the URL is not valid UTF-8")?;
-        whoami_url(text).map(Arc::new)
-    })
+    super::set_url(cf, cmd, field, whoami_url)
 }
 
 pub(super) unsafe extern "C" fn set_cookie(
