@@ -439,69 +439,8 @@ unsafe fn find_answer(
     };
     state.took_token = true;
     let found = with_worker(|w| {
-        let now = now_ms();
         let key = w.tokens.hasher.key(conf.scope, TAG_TOKEN, b"", value);
-        let bypass = !w.tokens.caching() || conf.cache_ttl == 0;
-        let lookup =
-            w.tokens
-                .cache
-                .lookup(key, now, conf.cache_ttl as u64, conf.negative_ttl as u64);
-        if matches!(lookup, Lookup::Expired) {
-            w.tokens.report_cache();
-        }
-        let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
-        if !bypass {
-            if let Some(m) = w.tokens.metrics {
-                m.cache_lookup(cached);
-            }
-        }
-        state.cache_status = match lookup {
-            Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
-            _ if bypass => CacheStatus::Bypass,
-            Lookup::Expired => CacheStatus::Expired,
-            Lookup::Miss => CacheStatus::Miss,
-        };
-        match lookup {
-            Lookup::Hit(verified) => {
-                let (outcome, answer) = verdict(&verified);
-                state.verified = Some(verified);
-                return Found::Answer(outcome, answer, "the token lacks a required scope (cached)");
-            }
-            Lookup::NegativeHit => {
-                return Found::Answer(
-                    Outcome::Unauthenticated,
-                    Answer::InvalidToken,
-                    "the token was refused (cached)",
-                )
-            }
-            Lookup::Expired | Lookup::Miss => {}
-        }
-        let token = match BearerToken::parse(value) {
-            Ok(token) => token,
-            Err(e) => {
-                return Found::Answer(Outcome::Unauthenticated, Answer::InvalidToken, e.as_str())
-            }
-        };
-        match (token.shape(), &conf.jwks_url, &conf.introspection_url) {
-            (TokenShape::Jwt, Some(_), _) => {
-                let waiter = parked_wait(state);
-                verify_jwt(w, conf, token.as_str(), key, waiter, state)
-            }
-            (_, _, Some(_)) => {
-                let waiter = parked_wait(state);
-                start_introspection(r, w, conf, token.as_str(), key, waiter)
-            }
-            (TokenShape::Opaque, _, None) => Found::Answer(
-                Outcome::Unauthenticated,
-                Answer::InvalidToken,
-                "the token is no JWT and no ory_oauth2_introspection_url is set",
-            ),
-            (TokenShape::Jwt, None, None) => Found::Answer(
-                Outcome::Internal,
-                Answer::InvalidToken,
-                "no endpoint to check the token",
-            ),
-        }
+        look_up(w, conf, state, key).unwrap_or_else(|| check_token(r, w, conf, state, value, key))
     });
     match found {
         Some(Found::Answer(outcome, answer, reason)) => {
@@ -531,6 +470,93 @@ unsafe fn find_answer(
             );
             None
         }
+    }
+}
+
+/// The cache's answer for the token, if it has one.
+#[inline(always)]
+fn look_up(
+    w: &mut Worker,
+    conf: &OAuth2Conf,
+    state: &mut OAuth2State,
+    key: CacheKey,
+) -> Option<Found> {
+    let bypass = !w.tokens.caching() || conf.cache_ttl == 0;
+    let lookup = w.tokens.cache.lookup(
+        key,
+        now_ms(),
+        conf.cache_ttl as u64,
+        conf.negative_ttl as u64,
+    );
+    if matches!(lookup, Lookup::Expired) {
+        w.tokens.report_cache();
+    }
+    let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
+    if !bypass {
+        if let Some(m) = w.tokens.metrics {
+            m.cache_lookup(cached);
+        }
+    }
+    state.cache_status = match lookup {
+        Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
+        _ if bypass => CacheStatus::Bypass,
+        Lookup::Expired => CacheStatus::Expired,
+        Lookup::Miss => CacheStatus::Miss,
+    };
+    match lookup {
+        Lookup::Hit(verified) => {
+            let (outcome, answer) = verdict(&verified);
+            state.verified = Some(verified);
+            Some(Found::Answer(
+                outcome,
+                answer,
+                "the token lacks a required scope (cached)",
+            ))
+        }
+        Lookup::NegativeHit => Some(Found::Answer(
+            Outcome::Unauthenticated,
+            Answer::InvalidToken,
+            "the token was refused (cached)",
+        )),
+        Lookup::Expired | Lookup::Miss => None,
+    }
+}
+
+/// A token no entry knows: checked as a token can hold, then verified (a JWT) or
+/// introspected.
+#[cold]
+#[inline(never)]
+unsafe fn check_token(
+    r: *mut ngx_http_request_t,
+    w: &mut Worker,
+    conf: &OAuth2Conf,
+    state: &mut OAuth2State,
+    value: &[u8],
+    key: CacheKey,
+) -> Found {
+    let token = match BearerToken::parse(value) {
+        Ok(token) => token,
+        Err(e) => return Found::Answer(Outcome::Unauthenticated, Answer::InvalidToken, e.as_str()),
+    };
+    match (token.shape(), &conf.jwks_url, &conf.introspection_url) {
+        (TokenShape::Jwt, Some(_), _) => {
+            let waiter = parked_wait(state);
+            verify_jwt(w, conf, token.as_str(), key, waiter, state)
+        }
+        (_, _, Some(_)) => {
+            let waiter = parked_wait(state);
+            start_introspection(r, w, conf, token.as_str(), key, waiter)
+        }
+        (TokenShape::Opaque, _, None) => Found::Answer(
+            Outcome::Unauthenticated,
+            Answer::InvalidToken,
+            "the token is no JWT and no ory_oauth2_introspection_url is set",
+        ),
+        (TokenShape::Jwt, None, None) => Found::Answer(
+            Outcome::Internal,
+            Answer::InvalidToken,
+            "no endpoint to check the token",
+        ),
     }
 }
 

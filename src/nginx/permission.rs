@@ -225,35 +225,14 @@ unsafe fn look_up(
     authenticated: Option<&[u8]>,
     ctx: *mut RequestCtx,
 ) -> (Found, CacheStatus) {
-    let subject = match line.subject {
-        LineSubject::Authenticated => match authenticated {
-            Some(id) => SubjectRef::Id(id),
-            None => {
-                return (
-                    Found::Answer(
-                        Outcome::Unauthenticated,
-                        "no authenticated subject for the permission".into(),
-                    ),
-                    CacheStatus::None,
-                )
-            }
-        },
-        LineSubject::Id(id) => SubjectRef::Id(value(r, id)),
-        LineSubject::Set {
-            namespace,
-            object,
-            relation,
-        } => SubjectRef::Set {
-            namespace: value(r, namespace),
-            object: value(r, object),
-            relation: value(r, relation),
-        },
-    };
-    let tuple = TupleRef {
-        namespace: value(r, line.namespace),
-        object: value(r, line.object),
-        relation: value(r, line.relation),
-        subject,
+    let Some(tuple) = tuple_of(r, line, authenticated) else {
+        return (
+            Found::Answer(
+                Outcome::Unauthenticated,
+                "no authenticated subject for the permission".into(),
+            ),
+            CacheStatus::None,
+        );
     };
     let looked = with_permissions(|table| {
         let key = tuple.key(&table.hasher, conf.scope);
@@ -288,18 +267,7 @@ unsafe fn look_up(
                         CacheStatus::None,
                     );
                 }
-                Ok(owned) => {
-                    let state = &mut (*ctx).permission;
-                    lines(state, conf.lines.len(), index);
-                    let wait = &raw mut state.lines[index].wait;
-                    match start(r, table, conf, key, owned, wait) {
-                        Ok(call) => {
-                            Wait::park(wait, ctx, call, conf.timeout, on_timeout);
-                            Found::Waits
-                        }
-                        Err(refused) => refused,
-                    }
-                }
+                Ok(owned) => park(r, table, conf, key, owned, index, ctx),
             },
         };
         if !bypass && (cached || matches!(found, Found::Waits)) {
@@ -318,6 +286,56 @@ unsafe fn look_up(
             CacheStatus::None,
         )
     })
+}
+
+/// The line's tuple as this request evaluates it; `None` when it names the authenticated
+/// subject and there is none.
+unsafe fn tuple_of<'a>(
+    r: *mut ngx_http_request_t,
+    line: &Line,
+    authenticated: Option<&'a [u8]>,
+) -> Option<TupleRef<'a>> {
+    let subject = match line.subject {
+        LineSubject::Authenticated => SubjectRef::Id(authenticated?),
+        LineSubject::Id(id) => SubjectRef::Id(value(r, id)),
+        LineSubject::Set {
+            namespace,
+            object,
+            relation,
+        } => SubjectRef::Set {
+            namespace: value(r, namespace),
+            object: value(r, object),
+            relation: value(r, relation),
+        },
+    };
+    Some(TupleRef {
+        namespace: value(r, line.namespace),
+        object: value(r, line.object),
+        relation: value(r, line.relation),
+        subject,
+    })
+}
+
+/// A line that missed the cache: its request parks on the call for its tuple.
+unsafe fn park(
+    r: *mut ngx_http_request_t,
+    table: &mut Permissions,
+    conf: &PermissionConf,
+    key: CacheKey,
+    tuple: permission::Tuple,
+    index: usize,
+    ctx: *mut RequestCtx,
+) -> Found {
+    let state = &mut (*ctx).permission;
+    lines(state, conf.lines.len(), index);
+    let wait = &raw mut state.lines[index].wait;
+    match start(r, table, conf, key, tuple, wait) {
+        Ok(call) => {
+            Wait::park(wait, ctx, call, conf.timeout, on_timeout);
+            Found::Waits
+        }
+        Err(refused) => refused,
+    }
 }
 
 /// Joins the call in flight for `key` with `wait`, or starts one.
