@@ -190,6 +190,7 @@ subtest 'invalid tokens: 401 invalid_token' => sub {
 
 subtest 'tokens that cannot be tokens: 401 without any call' => sub {
     for my $case (
+        ['a Kratos session token', 'Bearer ory_st_jane'],
         ['empty',          'Bearer '],
         ['over 8 KiB',     'Bearer ' . ('a' x 8193)],
         ['two parts',      'Bearer abc def'],

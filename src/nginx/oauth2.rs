@@ -538,6 +538,15 @@ unsafe fn check_token(
         Ok(token) => token,
         Err(e) => return Found::Answer(Outcome::Unauthenticated, Answer::InvalidToken, e.as_str()),
     };
+    if token.is_session_token() {
+        // A Kratos session token (the location takes no sessions): never sent to Hydra, a
+        // secret goes only to the service that checks it.
+        return Found::Answer(
+            Outcome::Unauthenticated,
+            Answer::InvalidToken,
+            "a Kratos session token is no OAuth2 access token",
+        );
+    }
     match (token.shape(), &conf.jwks_url, &conf.introspection_url) {
         (TokenShape::Jwt, Some(_), _) => {
             let waiter = parked_wait(state);

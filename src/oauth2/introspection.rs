@@ -45,7 +45,7 @@ pub fn request_body(token: &str) -> String {
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Turns Hydra's answer into a verdict. A status other than 200, a body that is not a JSON
-/// object, or an object without a boolean `active` is an error (the caller answers 500),
+/// object, or an object without a boolean `active` is an error (the caller answers 502),
 /// never a verdict on the token: Hydra answers every unknown, expired or revoked token with
 /// a 200 `{"active": false}`, so anything else means Hydra could not judge it.
 pub fn decode_answer(

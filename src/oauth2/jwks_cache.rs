@@ -123,7 +123,8 @@ pub enum KeysFor {
     Wait,
     /// No keys yet: start this fetch and park the request.
     Start(Fetch),
-    /// No keys, the last fetch failed and the retry is not due: an error (500), not a 401.
+    /// No keys, the last fetch failed and the retry is not due: a gateway error (502, or 503
+    /// for a 429, 504 for a timeout), not a 401.
     Unavailable,
 }
 
@@ -137,7 +138,7 @@ pub enum KidDecision {
     /// A fetch for an unknown kid ran within the cooldown and brought no such key: 401.
     Refuse,
     /// The cooldown is on and the last fetch failed: whether the kid exists is not known,
-    /// so an error (500), not a verdict on the token.
+    /// so a gateway error (502/503/504), not a verdict on the token.
     Unavailable,
 }
 
