@@ -25,6 +25,7 @@ $t->start_keto(tuples => [
     "documents:notes#viewer\@$JANE",
     "documents:plan#viewer\@$JANE",
     "documents:plan#owner\@$BOB",
+    "documents:keyed#viewer\@$BOB",
 ]);
 $t->write_config(<<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
@@ -63,6 +64,12 @@ $t->write_config(<<'EOF');
         }
         location /robot {
             ory_permission documents readme viewer $http_x_robot;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
+        location /keyed {
+            ory_session on;
+            ory_permission_header Authorization "Bearer ory_pat_demo";
+            ory_permission documents keyed viewer;
             proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
         }
         location /anonymous {
@@ -174,6 +181,15 @@ subtest 'two checks: both must allow, in order' => sub {
     ($r) = check('/both', @bob);
     is $r->{status}, 403, 'owner but not viewer: 403';
     $t->keto_tuples({ tuples => [] });
+};
+
+subtest 'ory_permission_header reaches Keto, and only Keto' => sub {
+    my ($r, $calls) = check('/keyed', @bob);
+    is $r->{status}, 200, 'answered 200';
+    is $calls->{requests}[0]{headers}{authorization}, 'Bearer ory_pat_demo', 'the API key was sent';
+    ($r, $calls) = check('/doc/report', @bob);
+    ok !exists $calls->{requests}[0]{headers}{authorization}, 'not where it is not configured';
+    is $t->kratos_calls->{requests}[-1]{headers}{authorization}, undef, 'and never to Kratos';
 };
 
 subtest 'a subject set as SUBJECT' => sub {

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
+
 use super::decision::Outcome;
 use super::text::header_safe;
 use super::MAX_ANSWER_LEN;
@@ -57,6 +59,31 @@ impl CallError {
             }
         }
     }
+}
+
+/// Headers a directive adds to every call to a service (an API key, say).
+pub type ExtraHeaders = std::sync::Arc<[(HeaderName, HeaderValue)]>;
+
+/// Checks a header for `ory_oauth2_introspection_header` and `ory_permission_header`. Headers
+/// that frame the request are the client's to set. The value is marked sensitive: an API key
+/// is kept out of HTTP/2 header compression tables and debug output.
+pub fn extra_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), &'static str> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "invalid header name")?;
+    const FRAMING: [&str; 7] = [
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ];
+    if FRAMING.contains(&name.as_str()) {
+        return Err("the module sets this header itself");
+    }
+    let mut value = HeaderValue::from_str(value).map_err(|_| "invalid header value")?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 /// Runs a whole call, body included, within `timeout`.

@@ -796,7 +796,10 @@ unsafe fn start_introspection(
             "no introspection URL",
         );
     };
-    let headers = conf.introspection_headers.clone().unwrap_or_default();
+    let headers = conf
+        .introspection_headers
+        .clone()
+        .unwrap_or_else(|| Vec::new().into());
     let rules = conf.rules.clone();
     let timeout = w.tokens.call_timeout;
     let token = token.to_owned();

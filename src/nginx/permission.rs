@@ -355,12 +355,13 @@ unsafe fn start(
         ));
     };
     let url = check_url(endpoint, &tuple);
+    let headers = conf.headers.clone().unwrap_or_else(|| Vec::new().into());
     let timeout = table.call_timeout;
     let joined = table.calls.join_or_start(key, wait, now_ms(), |id| {
         bridge::spawn(
             id,
             conf.trust,
-            move |client| async move { permission::check(&client, &url, timeout).await },
+            move |client| async move { permission::check(&client, &url, &headers, timeout).await },
             on_check_done,
         )
     });

@@ -79,29 +79,8 @@ fn has_other_scheme(text: &str) -> bool {
 }
 
 /// For `ory_oauth2_introspection_header NAME VALUE` (e.g. Ory Network's `Authorization:
-/// Bearer ory_pat_...`). Headers that frame the request are ours to set.
-pub fn introspection_header(
-    name: &str,
-    value: &str,
-) -> Result<(HeaderName, HeaderValue), &'static str> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "invalid header name")?;
-    const FRAMING: [&str; 7] = [
-        "host",
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "te",
-        "upgrade",
-    ];
-    if FRAMING.contains(&name.as_str()) {
-        return Err("the module sets this header itself");
-    }
-    let mut value = HeaderValue::from_str(value).map_err(|_| "invalid header value")?;
-    // An API key: kept out of HTTP/2 header compression tables and debug output.
-    value.set_sensitive(true);
-    Ok((name, value))
-}
+/// Bearer ory_pat_...`).
+pub use crate::check::call::extra_header as introspection_header;
 
 /// `GET` the JWKS. `timeout` bounds the whole call, body included.
 pub async fn fetch_jwks(

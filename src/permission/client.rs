@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use super::answer::decode_answer;
 use crate::check::call::{read_body, transport_error, within, CallError};
@@ -15,18 +15,22 @@ use crate::check::call::{read_body, transport_error, within, CallError};
 pub async fn check(
     client: &reqwest::Client,
     url: &reqwest::Url,
+    extra_headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
 ) -> Result<bool, CallError> {
-    within(timeout, call(client, url)).await
+    within(timeout, call(client, url, extra_headers)).await
 }
 
-async fn call(client: &reqwest::Client, url: &reqwest::Url) -> Result<bool, CallError> {
-    let mut response = client
-        .get(url.clone())
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(transport_error)?;
+async fn call(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    extra_headers: &[(HeaderName, HeaderValue)],
+) -> Result<bool, CallError> {
+    let mut request = client.get(url.clone()).header(ACCEPT, "application/json");
+    for (name, value) in extra_headers {
+        request = request.header(name.clone(), value.clone());
+    }
+    let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -93,7 +97,7 @@ mod tests {
     async fn check_once(head: String, body: Vec<Vec<u8>>) -> Result<bool, CallError> {
         let (endpoint, _server) = serve(head, body, Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        check(&build_client(&Trust::System).unwrap(), &url, LONG).await
+        check(&build_client(&Trust::System).unwrap(), &url, &[], LONG).await
     }
 
     #[tokio::test]
@@ -101,7 +105,7 @@ mod tests {
         let (head, body) = keto_200("{\"allowed\":true}\n");
         let (endpoint, server) = serve(head, body, Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        let allowed = check(&build_client(&Trust::System).unwrap(), &url, LONG).await;
+        let allowed = check(&build_client(&Trust::System).unwrap(), &url, &[], LONG).await;
         let request = server.await.unwrap();
         assert_eq!(allowed, Ok(true));
         let want = format!(
@@ -134,6 +138,7 @@ mod tests {
         let allowed = check(
             &build_client(&Trust::System).unwrap(),
             &check_url(&endpoint, &tuple),
+            &[],
             LONG,
         )
         .await;
@@ -286,6 +291,7 @@ mod tests {
         let got = check(
             &build_client(&Trust::System).unwrap(),
             &url,
+            &[],
             Duration::from_millis(200),
         )
         .await;
@@ -307,6 +313,7 @@ mod tests {
         let got = check(
             &build_client(&Trust::System).unwrap(),
             &url,
+            &[],
             Duration::from_millis(200),
         )
         .await;
@@ -319,7 +326,7 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let url = check_url(&check_endpoint(&base).unwrap(), &readme_viewer());
-        let err = check(&build_client(&Trust::System).unwrap(), &url, LONG)
+        let err = check(&build_client(&Trust::System).unwrap(), &url, &[], LONG)
             .await
             .unwrap_err();
         assert_eq!(err, CallError::Unreachable("connection refused".into()));
@@ -334,7 +341,7 @@ mod tests {
     async fn connection_closed_before_answering_is_unreachable() {
         let (endpoint, _server) = serve(String::new(), vec![], Duration::ZERO).await;
         let url = check_url(&endpoint, &readme_viewer());
-        let got = check(&build_client(&Trust::System).unwrap(), &url, LONG).await;
+        let got = check(&build_client(&Trust::System).unwrap(), &url, &[], LONG).await;
         let Err(CallError::Unreachable(why)) = got else {
             panic!("{got:?}");
         };

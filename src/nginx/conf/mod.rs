@@ -23,6 +23,7 @@ use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 use std::sync::Arc;
 
+use crate::check::call::{extra_header, ExtraHeaders};
 use crate::check::client::{read_trusted, Trust};
 use crate::check::key::Scope;
 use crate::oauth2::jwks_cache::Policy;
@@ -281,6 +282,27 @@ unsafe fn set_url(
     })
 }
 
+/// Shared by the header directives: `NAME VALUE`, added to the headers of the level (a level
+/// without any inherits those above, as nginx does with `proxy_set_header`).
+unsafe fn add_header(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    field: &mut Option<ExtraHeaders>,
+) -> *mut c_char {
+    let values = args(cf);
+    let (Ok(name), Ok(value)) = (values[0].to_str(), values[1].to_str()) else {
+        return invalid_value(cf, cmd, &values[0], "the header is not valid UTF-8");
+    };
+    let header = match extra_header(name, value) {
+        Ok(header) => header,
+        Err(why) => return invalid_value(cf, cmd, &values[0], why),
+    };
+    let mut headers: Vec<_> = field.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+    headers.push(header);
+    *field = Some(headers.into());
+    NGX_CONF_OK
+}
+
 /// Shared by `ory_session` and `ory_oauth2`: nginx's flag setter, then where the directive
 /// was written (merge reports a missing URL there) and, when on, that the workers need their
 /// client runtime. `part` picks the check's flag and place out of the configuration.
@@ -483,7 +505,7 @@ macro_rules! session {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 37] = [
+pub static mut COMMANDS: [ngx_command_t; 38] = [
     loc(
         ngx_string!("ory_session"),
         NGX_CONF_FLAG,
@@ -698,6 +720,12 @@ pub static mut COMMANDS: [ngx_command_t; 37] = [
         ngx_string!("ory_oauth2_trusted_certificate"),
         NGX_CONF_TAKE1,
         oauth2::set_trusted_certificate,
+        0,
+    ),
+    loc(
+        ngx_string!("ory_permission_header"),
+        NGX_CONF_TAKE2,
+        permission::set_header,
         0,
     ),
     loc(

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_uint_t};
-use reqwest::header::{HeaderName, HeaderValue};
 
 use super::{
     args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_FLAG, NGX_CONF_UNSET_MSEC,
 };
+use crate::check::call::ExtraHeaders;
 use crate::check::key::{scope_of, Scope};
-use crate::oauth2::client::{introspection_header, introspection_url, jwks_url};
+use crate::oauth2::client::{introspection_url, jwks_url};
 use crate::oauth2::jwks_cache::{Policy, DEFAULT_TTL};
 use crate::oauth2::rules::{Rules, DEFAULT_LEEWAY_SECS};
 
@@ -35,7 +35,7 @@ pub struct OAuth2Conf {
     pub jwks_url: Option<Arc<reqwest::Url>>,
     pub introspection_url: Option<Arc<reqwest::Url>>,
     /// `ory_oauth2_introspection_header`, of this level or else of the level above.
-    pub introspection_headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
+    pub introspection_headers: Option<ExtraHeaders>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     scopes: Vec<String>,
@@ -213,23 +213,8 @@ pub(super) unsafe extern "C" fn set_introspection_header(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    let conf = &mut (*conf.cast::<LocConf>()).oauth2;
-    let values = args(cf);
-    let (Ok(name), Ok(value)) = (values[0].to_str(), values[1].to_str()) else {
-        return invalid_value(cf, cmd, &values[0], "the header is not valid UTF-8");
-    };
-    let header = match introspection_header(name, value) {
-        Ok(header) => header,
-        Err(why) => return invalid_value(cf, cmd, &values[0], why),
-    };
-    let mut headers: Vec<_> = conf
-        .introspection_headers
-        .as_deref()
-        .map(<[_]>::to_vec)
-        .unwrap_or_default();
-    headers.push(header);
-    conf.introspection_headers = Some(headers.into());
-    NGX_CONF_OK
+    let field = &mut (*conf.cast::<LocConf>()).oauth2.introspection_headers;
+    super::add_header(cf, cmd, field)
 }
 
 /// Shared by `ory_oauth2_issuer`, `_audience` and `_scope`: one or more values, checked now

@@ -13,6 +13,7 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use super::{args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_MSEC};
+use crate::check::call::ExtraHeaders;
 use crate::check::key::{scope_of, Scope};
 use crate::permission::{check_endpoint, parse_args, SubjectArg};
 use crate::HttpOrySessionModule;
@@ -63,6 +64,8 @@ pub struct PermissionConf {
     /// inherits `add_header`).
     pub lines: Vec<Line>,
     lines_source: Source,
+    /// `ory_permission_header`, of this level or else of the level above.
+    pub headers: Option<ExtraHeaders>,
     pub timeout: ngx_msec_t,
     pub cache_ttl: ngx_msec_t,
     pub negative_ttl: ngx_msec_t,
@@ -76,6 +79,7 @@ impl Default for PermissionConf {
             scope: Scope::default(),
             lines: Vec::new(),
             lines_source: Source::default(),
+            headers: None,
             timeout: NGX_CONF_UNSET_MSEC,
             cache_ttl: NGX_CONF_UNSET_MSEC,
             negative_ttl: NGX_CONF_UNSET_MSEC,
@@ -103,6 +107,9 @@ impl PermissionConf {
             .endpoint
             .as_ref()
             .map_or_else(Default::default, |url| scope_of(url.as_str()));
+        if self.headers.is_none() {
+            self.headers = prev.headers.clone();
+        }
         if self.lines.is_empty() {
             self.lines = prev.lines.clone();
             self.lines_source = prev.lines_source.clone();
@@ -223,4 +230,14 @@ pub(super) unsafe extern "C" fn set_trusted_certificate(
 ) -> *mut c_char {
     let field = &mut (*conf.cast::<LocConf>()).permission.trust;
     super::set_trust(cf, cmd, field)
+}
+
+/// `ory_permission_header NAME VALUE;`, any number of times.
+pub(super) unsafe extern "C" fn set_header(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = &mut (*conf.cast::<LocConf>()).permission.headers;
+    super::add_header(cf, cmd, field)
 }
