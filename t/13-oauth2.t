@@ -87,6 +87,11 @@ $t->write_config(<<'EOF');
             ory_oauth2_cache_negative_ttl 0;
             proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
         }
+        location /refused/ {
+            ory_oauth2 on;
+            ory_oauth2_introspection_url http://127.0.0.1:%%PORT_dead%%/admin/oauth2/introspect;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
         location = /status {
             ory_session_status;
         }
@@ -308,6 +313,9 @@ subtest 'Hydra failures fail closed' => sub {
         is $r->{status}, $status, "introspection $name: $status";
         like join("\n", @lines[$before .. $#lines]), $reason, "introspection $name: the reason";
     }
+    my ($r, undef, $log) = check('/refused/x', bearer($t->opaque_token));
+    is $r->{status}, 502, 'introspection refused: 502';
+    like join("\n", @$log), qr/Hydra is unreachable \(connection refused\)/, 'introspection refused: the reason';
     $t->hydra_reset;
     for my $case (
         [500     => { mode => 'status', status => 500 }, 502],
