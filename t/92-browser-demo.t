@@ -137,6 +137,32 @@ subtest 'the demo over HTTP: what a browser cannot show' => sub {
     ok !exists $r->{headers}{'set-cookie'}, 'and the cookie stays';
 };
 
+subtest 'the double alone: return_to to a --return-to-origin' => sub {
+    $t->_daemon('login', "$TOP/t/lib/kratos-double", '--listen', '127.0.0.1:' . $t->port('login'),
+        '--sessions', "$TOP/t/lib/sessions.json", '--return-to-origin', 'https://app.example.com');
+    my $login = sub ($return_to) {
+        $t->request(method => 'POST', path => '/self-service/login/browser', port => $t->port('login'),
+            headers => ['Content-Type' => 'application/x-www-form-urlencoded'],
+            body => "identity=bob&return_to=$return_to");
+    };
+    for my $case (
+        ['https%3A%2F%2Fapp.example.com%2Fx', 303, 'https://app.example.com/x'],
+        ['https%3A%2F%2FAPP.example.com%3A443%2Fx', 303, 'https://APP.example.com:443/x'],
+        ['http%3A%2F%2Fapp.example.com%2Fx', 400],
+        ['https%3A%2F%2Fapp.example.com%3A8443%2Fx', 400],
+        ['https%3A%2F%2Fapp.example.com.evil.example%2Fx', 400],
+        ['', 303, '/'],
+    ) {
+        my ($return_to, $status, $location) = @$case;
+        my $r = $login->($return_to);
+        is $r->{status}, $status, "return_to=$return_to: $status";
+        is $r->{headers}{location}, $location, "to $location" if $location;
+        is $r->{headers}{'set-cookie'}, 'ory_kratos_session=bob-cookie; Path=/; HttpOnly; SameSite=Lax',
+            "with Bob's session cookie" if $status == 303;
+    }
+    $t->_stop_proc('login');
+};
+
 # Runs the Selenium script, in a process group of its own so that nothing of the browser can
 # outlive it; returns (exit code, stdout, stderr).
 sub browse (@args) {
