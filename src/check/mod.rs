@@ -12,6 +12,7 @@ pub mod key;
 pub mod metrics;
 pub mod table;
 pub mod text;
+pub mod zone;
 
 #[cfg(test)]
 mod proptests;

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod credential;
 pub mod model;
+pub mod stored;
 pub mod whoami;
 
 #[cfg(test)]
