@@ -7,6 +7,7 @@ pub mod cache;
 pub mod call;
 pub mod client;
 pub mod decision;
+pub mod front;
 pub mod inflight;
 pub mod key;
 pub mod metrics;
