@@ -81,12 +81,12 @@ impl<V: Clone> Front<V> {
                 // (a revocation removes the zone's entries; only an answer that came after
                 // it can have been stored since).
                 self.cache.remove(key);
-                let found = self.from_zone(z, heap, key, now_ms, ttl_ms, negative_ttl_ms, decode);
+                let found = self.ask_zone(z, heap, key, now_ms, ttl_ms, negative_ttl_ms, decode);
                 (found, From::Zone)
             }),
             Lookup::NegativeHit => (Lookup::NegativeHit, From::Front),
             front @ (Lookup::Expired | Lookup::Miss) => zone.with_locked(|z, heap| {
-                let found = self.from_zone(z, heap, key, now_ms, ttl_ms, negative_ttl_ms, decode);
+                let found = self.ask_zone(z, heap, key, now_ms, ttl_ms, negative_ttl_ms, decode);
                 match (found, front) {
                     (Lookup::Miss, Lookup::Expired) => (Lookup::Expired, From::Zone),
                     (found, _) => (found, From::Zone),
@@ -96,7 +96,7 @@ impl<V: Clone> Front<V> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn from_zone<H: Heap>(
+    fn ask_zone<H: Heap>(
         &mut self,
         z: &mut Zone,
         heap: &H,
