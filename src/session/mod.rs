@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod credential;
+pub mod logout;
 pub mod model;
 pub mod stored;
 pub mod whoami;
