@@ -33,6 +33,16 @@ impl HttpModule for HttpOrySessionModule {
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
             return NGX_ERROR as ngx_int_t;
         };
+        // `ory_cache` in the http block itself: no merge resolves it.
+        if let (Some(main), Some(lcf)) = (
+            HttpOrySessionModule::main_conf(&*cf),
+            HttpOrySessionModule::location_conf_mut(&*cf),
+        ) {
+            if let Err(problem) = lcf.resolve_cache(main) {
+                ngx_log_error!(NGX_LOG_EMERG, (*cf).log, "{}", problem);
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
         let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
         let h = ngx_array_push(&mut phase.handlers).cast::<ngx_http_handler_pt>();
         if h.is_null() {

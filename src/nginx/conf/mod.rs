@@ -148,6 +148,27 @@ pub struct LocConf {
     cache_name: Option<(String, Source)>,
 }
 
+impl LocConf {
+    /// Turns the zone `ory_cache` names into its number; the error names the directive's
+    /// place. Done at merge, and for the `http` level (never merged into anything) in
+    /// postconfiguration, so a zone may be declared after its first use.
+    pub fn resolve_cache(&mut self, main: &MainConf) -> Result<(), String> {
+        self.cache = match &self.cache_name {
+            None => 0,
+            Some((name, _)) if name.is_empty() => 0,
+            Some((name, source)) => match main.zones.iter().position(|z| z.name == *name) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(format!(
+                        "unknown ory_cache_zone \"{name}\" in \"ory_cache\" directive in {source}"
+                    ))
+                }
+            },
+        };
+        Ok(())
+    }
+}
+
 /// nginx's `ngx_conf_merge_*_value` macros, which bindgen cannot see.
 fn merge<T: Copy + PartialEq>(conf: &mut T, prev: T, default: T, unset: T) {
     if *conf == unset {
@@ -217,19 +238,7 @@ pub unsafe extern "C" fn merge_loc_conf(
     let oauth2 = conf.oauth2.merge(&prev.oauth2).err();
     let mut unknown_zone = None;
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
-        conf.cache = match &conf.cache_name {
-            None => 0,
-            Some((name, _)) if name.is_empty() => 0,
-            Some((name, source)) => match main.zones.iter().position(|z| z.name == *name) {
-                Some(i) => i + 1,
-                None => {
-                    unknown_zone = Some(format!(
-                        "unknown ory_cache_zone \"{name}\" in \"ory_cache\" directive in {source}"
-                    ));
-                    0
-                }
-            },
-        };
+        unknown_zone = conf.resolve_cache(main).err();
         if conf.session.enabled() && !main.session_scopes.contains(&conf.session.scope) {
             main.session_scopes.push(conf.session.scope);
         }
