@@ -239,8 +239,9 @@ subtest 'the status page shows the zone' => sub {
     like $text, qr/^ory_cache_zone_revocations_total\{zone="sessions"\} [1-9]\d*$/m, 'revocations';
     like $text, qr/^ory_cache_zone_evictions_total\{zone="sessions"\} 0$/m, 'no evictions in a large zone';
     my ($entries) = $text =~ /^ory_cache_zone_entries\{zone="sessions"\} (\d+)$/m;
+    my ($negative) = $text =~ /^ory_cache_zone_negative_entries\{zone="sessions"\} (\d+)$/m;
     my ($bytes) = $text =~ /^ory_cache_zone_entry_bytes\{zone="sessions"\} (\d+)$/m;
-    note sprintf 'zone: %d entries, %d bytes, %.0f bytes per entry', $entries, $bytes, $bytes / $entries;
+    note sprintf 'zone: %d answers and %d refusals in %d bytes', $entries, $negative, $bytes;
 };
 
 done_testing;

@@ -70,6 +70,7 @@ subtest 'a full zone evicts the least recently used, and fails no request' => su
     my $evictions = series($t, 'evictions_total');
     my $entries = series($t, 'entries');
     cmp_ok $evictions, '>', 0, "the zone evicted ($evictions entries, $entries held)";
+    note "a 256k zone holds $entries sessions of the Kratos double";
     cmp_ok $entries, '<', 800, 'it could not hold them all';
     $t->kratos_reset;
     is $t->get('/', $hot->cookie)->{headers}{'x-cache-status'}, 'HIT', 'the one used all along is still there';

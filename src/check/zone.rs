@@ -3,8 +3,10 @@
 //!
 //! Entries are found by key through a table of buckets, and kept in two LRU lists, one for
 //! answers and one for refusals; a full zone evicts the oldest refusals first, then the oldest
-//! answers. Every answer also hangs in a chain by its session id and one by its identity id,
-//! so that a purge or a logout finds every entry of a session or an identity without a scan.
+//! answers. Every answer also hangs in a chain by its session id and one by its identity id
+//! (64-bit hashes under the zone's secret; the ids themselves are in the session the entry
+//! holds), so that a purge or a logout finds every entry of a session or an identity without
+//! a scan. Two ids with the same keyed hash would only evict each other's entries.
 //!
 //! Workers keep a front cache of their own in front of the zone (`crate::check::cache`),
 //! entries tagged with the zone's *generation* when they were read. Every revocation (a logout
@@ -89,11 +91,9 @@ struct Entry {
     /// The whole allocation, this header included.
     size: u32,
     value_len: u32,
-    session_len: u16,
-    identity_len: u16,
     kind: u8,
     list: u8,
-    // Followed by the session id, the identity id and the value.
+    // Followed by the value.
 }
 
 const ENTRY: usize = size_of::<Entry>();
@@ -312,7 +312,7 @@ impl Zone {
             return Found::NegativeHit;
         }
         // SAFETY: a live entry's value follows its ids inside its allocation.
-        let value = unsafe { entry_bytes(e).2 };
+        let value = unsafe { entry_value(e) };
         Found::Hit {
             stored_at_ms: stored,
             deadline_ms: deadline,
@@ -325,17 +325,6 @@ impl Zone {
         let e = self.find(key);
         // SAFETY: `find` returns null or a live entry.
         unsafe { e.as_ref() }.map(|e| (e.session_hash, e.identity_hash))
-    }
-
-    /// The session and identity id of the answer held for `key`.
-    pub fn ids_text(&self, key: CacheKey) -> Option<(Vec<u8>, Vec<u8>)> {
-        let e = self.find(key);
-        if e.is_null() {
-            return None;
-        }
-        // SAFETY: `find` returns a live entry.
-        let (session, identity, _) = unsafe { entry_bytes(e) };
-        Some((session.to_vec(), identity.to_vec()))
     }
 
     /// Stores an answer until `until_ms` (its own end), replacing any entry of `key`, with the
@@ -386,9 +375,8 @@ impl Zone {
         if until_ms <= now_ms {
             return false;
         }
-        let session = &ids.session[..ids.session.len().min(MAX_ID_LEN)];
-        let identity = &ids.identity[..ids.identity.len().min(MAX_ID_LEN)];
-        let size = ENTRY + session.len() + identity.len() + value.len();
+        let (session, identity) = (ids.session, ids.identity);
+        let size = ENTRY + value.len();
         let (Ok(size32), Ok(value_len)) = (u32::try_from(size), u32::try_from(value.len())) else {
             return false;
         };
@@ -399,8 +387,8 @@ impl Zone {
             return false;
         }
         let hash = |id: &[u8]| if id.is_empty() { 0 } else { self.id_hash(id) };
-        // SAFETY: `e` is a fresh block of `size` bytes, aligned to 8; the three byte strings
-        // go right after the header, within it.
+        // SAFETY: `e` is a fresh block of `size` bytes, aligned to 8; the value goes right
+        // after the header, within it.
         unsafe {
             ptr::write(
                 e,
@@ -417,17 +405,11 @@ impl Zone {
                     deadline_ms: until_ms,
                     size: size32,
                     value_len,
-                    session_len: session.len() as u16,
-                    identity_len: identity.len() as u16,
                     kind: kind as u8,
                     list: list as u8,
                 },
             );
-            let mut at = e.cast::<u8>().add(ENTRY);
-            for bytes in [session, identity, value] {
-                ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
-                at = at.add(bytes.len());
-            }
+            ptr::copy_nonoverlapping(value.as_ptr(), e.cast::<u8>().add(ENTRY), value.len());
         }
         self.link(e);
         true
@@ -492,7 +474,7 @@ impl Zone {
             None => 0,
         };
         if session != 0 {
-            removed += self.remove_chain(heap, Chain::Session, session, None, 0);
+            removed += self.remove_chain(heap, Chain::Session, session, 0);
             self.record(REVOKED_SESSION, [session, 0], 0);
         } else {
             self.record(REVOKED_KEY, split(key), 0);
@@ -504,7 +486,7 @@ impl Zone {
     /// Every entry of session `id`. Returns the entries removed.
     pub fn revoke_session(&mut self, heap: &impl Heap, id: &[u8]) -> usize {
         let hash = self.id_hash(id);
-        let removed = self.remove_chain(heap, Chain::Session, hash, Some(id), 0);
+        let removed = self.remove_chain(heap, Chain::Session, hash, 0);
         self.record(REVOKED_SESSION, [hash, 0], 0);
         self.stats.revoked += removed as u64;
         removed
@@ -515,7 +497,7 @@ impl Zone {
     pub fn revoke_identity(&mut self, heap: &impl Heap, id: &[u8], except: Option<&[u8]>) -> usize {
         let hash = self.id_hash(id);
         let except = except.map_or(0, |s| self.id_hash(s));
-        let removed = self.remove_chain(heap, Chain::Identity, hash, Some(id), except);
+        let removed = self.remove_chain(heap, Chain::Identity, hash, except);
         self.record(REVOKED_IDENTITY, [hash, 0], except);
         self.stats.revoked += removed as u64;
         removed
@@ -524,33 +506,25 @@ impl Zone {
     /// Same as [`Zone::revoke_identity`] with the identity and the spared session given as
     /// hashes (from [`Zone::ids_of`]).
     pub fn revoke_identity_hash(&mut self, heap: &impl Heap, hash: u64, except: u64) -> usize {
-        let removed = self.remove_chain(heap, Chain::Identity, hash, None, except);
+        let removed = self.remove_chain(heap, Chain::Identity, hash, except);
         self.record(REVOKED_IDENTITY, [hash, 0], except);
         self.stats.revoked += removed as u64;
         removed
     }
 
-    fn remove_chain(
-        &mut self,
-        heap: &impl Heap,
-        chain: Chain,
-        hash: u64,
-        id: Option<&[u8]>,
-        except: u64,
-    ) -> usize {
+    fn remove_chain(&mut self, heap: &impl Heap, chain: Chain, hash: u64, except: u64) -> usize {
         let mut removed = 0;
         // SAFETY: chains hold live entries; the next entry is read before one is removed.
         unsafe {
             let mut e = *chain.table(self).add(hash as usize & self.mask);
             while !e.is_null() {
                 let next = chain.next(e);
-                let (session, identity, _) = entry_bytes(e);
-                let (h, bytes) = match chain {
-                    Chain::Session => ((*e).session_hash, session),
-                    Chain::Identity => ((*e).identity_hash, identity),
+                let h = match chain {
+                    Chain::Session => (*e).session_hash,
+                    Chain::Identity => (*e).identity_hash,
                 };
                 let spared = except != 0 && (*e).session_hash == except;
-                if h == hash && id.is_none_or(|id| id == bytes) && !spared {
+                if h == hash && !spared {
                     self.remove(heap, e);
                     removed += 1;
                 }
@@ -776,21 +750,9 @@ unsafe fn unchain(
 
 /// # Safety
 /// `e` is a live entry.
-unsafe fn entry_bytes<'a>(e: *const Entry) -> (&'a [u8], &'a [u8], &'a [u8]) {
-    // SAFETY: `store` wrote the three strings right after the header, with these lengths.
-    unsafe {
-        let base = e.cast::<u8>().add(ENTRY);
-        let (s, i, v) = (
-            (*e).session_len as usize,
-            (*e).identity_len as usize,
-            (*e).value_len as usize,
-        );
-        (
-            core::slice::from_raw_parts(base, s),
-            core::slice::from_raw_parts(base.add(s), i),
-            core::slice::from_raw_parts(base.add(s + i), v),
-        )
-    }
+unsafe fn entry_value<'a>(e: *const Entry) -> &'a [u8] {
+    // SAFETY: `store` wrote the value right after the header, with this length.
+    unsafe { core::slice::from_raw_parts(e.cast::<u8>().add(ENTRY), (*e).value_len as usize) }
 }
 
 fn split(key: CacheKey) -> [u64; 2] {
@@ -879,7 +841,7 @@ pub(crate) mod tests {
         assert_eq!(z.stats().entries, 1);
         assert_eq!(z.stats().evictions, 0);
         let before = z.stats().bytes;
-        assert_eq!(before as usize, ENTRY + 2 + 2 + 3);
+        assert_eq!(before as usize, ENTRY + 3);
         assert_eq!(
             z.lookup(&h, 1, 8, TTL, NEG),
             Found::Hit {
@@ -922,7 +884,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_full_zone_evicts_the_least_recently_used() {
-        let per = ENTRY + 2 + 2 + 100;
+        let per = ENTRY + 100;
         let h = Budget::new(1 << 20);
         let z = zone(&h);
         // Room for exactly three entries.
@@ -950,7 +912,7 @@ pub(crate) mod tests {
     fn refusals_are_evicted_before_answers() {
         let h = Budget::new(1 << 20);
         let z = zone(&h);
-        let per = ENTRY + 2 + 2 + 10;
+        let per = ENTRY + 10;
         h.left.set(2 * per + 2 * ENTRY);
         let v = [b'v'; 10];
         z.insert(&h, 1, Kind::Session, ids("s1", "i1"), &v, 0, FAR);
@@ -1028,12 +990,8 @@ pub(crate) mod tests {
         assert_eq!(z.revoke_identity(&h, b"i1", None), 5);
         assert_eq!(z.revoke_identity(&h, b"nobody", None), 0);
         assert_eq!(z.stats().entries, 35);
-        let (ids_s, ids_i) = z.ids_text(2).unwrap();
-        assert_eq!(
-            (ids_s.as_slice(), ids_i.as_slice()),
-            (&b"s2"[..], &b"i2"[..])
-        );
         let (hs, hi) = z.ids_of(2).unwrap();
+        assert_eq!((hs, hi), (z.id_hash(b"s2"), z.id_hash(b"i2")));
         assert_eq!(
             z.revoke_identity_hash(&h, hi, hs),
             5,
