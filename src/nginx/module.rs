@@ -121,6 +121,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         mcf.permission_cache_size as usize,
         mcf.max_pending as usize,
         mcf.max_permission_timeout as u64,
+        &zones,
     );
     NGX_OK as ngx_int_t
 }

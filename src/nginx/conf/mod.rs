@@ -239,6 +239,7 @@ pub unsafe extern "C" fn merge_loc_conf(
     let mut unknown_zone = None;
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
         unknown_zone = conf.resolve_cache(main).err();
+        conf.permission.zone = conf.cache;
         if conf.session.enabled() && !main.session_scopes.contains(&conf.session.scope) {
             main.session_scopes.push(conf.session.scope);
         }
