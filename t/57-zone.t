@@ -11,11 +11,14 @@ use Time::HiRes qw(time sleep);
 use OryTest;
 
 my $WORKERS = 4;
+my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 my $t = OryTest->new;
 $t->start_kratos;
 $t->start_backend;
+$t->start_keto(tuples => ["documents:readme#viewer\@$JANE"]);
 $t->write_config(<<'EOF', worker_processes => $WORKERS);
     ory_session_kratos_url %%KRATOS_URL%%;
+    ory_permission_url %%KETO_URL%%;
     ory_cache_zone sessions:10m;
     ory_cache sessions;
 
@@ -32,6 +35,11 @@ $t->write_config(<<'EOF', worker_processes => $WORKERS);
         location / {
             ory_session on;
             proxy_set_header X-User-Id $ory_user_id;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
+        location /docs/ {
+            ory_session on;
+            ory_permission documents readme viewer;
             proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
         }
         location /local/ {
@@ -113,6 +121,16 @@ subtest 'an answer fetched by one worker is a hit in every other' => sub {
     $t->kratos_reset;
     my $local = on_every_worker('/local/', cookie($u));
     cmp_ok calls(), '>', 1, 'ory_cache off: every worker asks Kratos on its own (' . calls() . ' calls)';
+};
+
+subtest 'permission answers are shared too' => sub {
+    $t->keto_reset;
+    my $jane = on_every_worker('/docs/', Cookie => 'ory_kratos_session=jane-cookie');
+    is statuses($jane), join(' ', (200) x $WORKERS), 'a viewer is let through on every worker';
+    is $t->keto_calls->{count}, 1, 'one Keto call for all of them';
+    my $bob = on_every_worker('/docs/', Cookie => 'ory_kratos_session=bob-cookie');
+    is statuses($bob), join(' ', (403) x $WORKERS), 'someone else is refused on every worker';
+    is $t->keto_calls->{count}, 2, 'one more Keto call: the refusal is shared too';
 };
 
 subtest 'a cold burst across the workers' => sub {
