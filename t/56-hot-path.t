@@ -38,7 +38,7 @@ cmp_ok sum($call->{heap_calls}) - sum($plain->{heap_calls}), '>', 5,
     'a whoami call: its allocations are counted';
 cmp_ok $call->{syscalls} - $plain->{syscalls}, '>', 1, 'a whoami call: its system calls are counted';
 
-for my $name ('hit', 'hit+variables') {
+for my $name ('hit', 'hit+variables', 'hit+zone') {
     my $c = $r->{$name};
     # Slack for a timer or a log write during the whole run, never one per request.
     cmp_ok abs(sum($c->{heap_calls}) - sum($plain->{heap_calls})), '<', 0.02,
@@ -49,5 +49,9 @@ for my $name ('hit', 'hit+variables') {
         "$name: no work on the module's client thread";
     cmp_ok $c->{instructions}, '>', $plain->{instructions}, "$name: the check does run";
 }
+
+# The shared zone's front cache: a hit costs what a per-worker hit costs, within 5%.
+cmp_ok $r->{'hit+zone'}{instructions} / $r->{hit}{instructions}, '<=', 1.05,
+    'hit+zone: within 5% of a per-worker hit\'s instructions';
 
 done_testing;

@@ -16,9 +16,13 @@ use OryTest qw(wrong_identities);
 my $JANE = 'bf32596a-f853-47c4-91e6-a3f41cf4949d';
 
 my $t = OryTest->new;
+# With ORY_TEST_ZONE set (t/84-storms-zone.t), every location stores its sessions in a shared
+# zone: the same storms, with the zone's front cache, its lock and its calls.
+my $zone = $ENV{ORY_TEST_ZONE} ? "ory_cache_zone storms:4m;\n    ory_cache storms;\n" : '';
+note $zone ? 'with the shared zone' : 'with the per-worker cache';
 # One worker, so that a leaked slot or a stuck call shows in the next requests; 400 slots,
 # fewer than the calls the storms start in all, so leaked ones would be refused with 503.
-$t->serve(<<'EOF');
+$t->serve($zone . <<'EOF');
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 10s;
     ory_session_max_pending 400;

@@ -144,7 +144,7 @@ def main():
     failures = []
     verdicts = []
     extras = {}
-    for s in ("hit", "hit+variables"):
+    for s in ("hit", "hit+variables", "hit+zone"):
         if s not in result:
             continue
         c = result[s]
@@ -170,6 +170,14 @@ def main():
         if extra["instructions on other threads"] > 2:
             failures.append(f"{s}: other threads ran {extra['instructions on other threads']:.0f} "
                             "instructions per request")
+    if "hit+zone" in result and "hit" in result:
+        zone_extra = extras["hit+zone"]["instructions"]
+        hit_extra = extras["hit"]["instructions"]
+        ratio = result["hit+zone"]["instructions"] / result["hit"]["instructions"]
+        extras["hit+zone"]["vs hit"] = ratio
+        verdicts.append(
+            f"- hit+zone vs hit: {zone_extra - hit_extra:+,.0f} instructions per request "
+            f"({ratio:.3f}x the per-worker cache's request)")
     notes = [
         "",
         "Per request, on one keep-alive connection, one request at a time. Under valgrind the "

@@ -147,6 +147,12 @@ impl<V: Clone> Cache<V> {
         }
     }
 
+    /// The answer held for `key`, to change in place: neither its age nor its place in the
+    /// LRU order changes.
+    pub fn value_mut(&mut self, key: CacheKey) -> Option<&mut V> {
+        self.positive.peek_mut(&key).map(|e| &mut e.value)
+    }
+
     pub fn remove(&mut self, key: CacheKey) {
         self.positive.pop(&key);
         self.negative.pop(&key);

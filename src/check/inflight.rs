@@ -21,6 +21,12 @@ pub struct Call<W, H> {
     /// Cancels the call.
     pub handle: H,
     pub started_ms: u64,
+    /// Where the answer is stored: 0 for the worker's own cache, else the shared zone's
+    /// number (see `crate::check::zone`).
+    pub zone: usize,
+    /// The zone's generation when the call started: an answer to a call that a revocation
+    /// overtook is not stored, and requests that come after the revocation do not join it.
+    pub generation: u64,
 }
 
 /// How a request came to wait.
@@ -78,13 +84,30 @@ impl<W: Copy + PartialEq, H> InFlight<W, H> {
         now_ms: u64,
         start: impl FnOnce(CallId) -> Option<H>,
     ) -> Result<Joined, JoinError> {
+        self.join_or_start_in(key, 0, 0, waiter, now_ms, start)
+    }
+
+    /// `join_or_start` for an answer stored in zone `zone` (0: the worker's cache), whose
+    /// generation is `generation`: a call started before the zone's last revocation is not
+    /// joined (it may answer for a session that is no more), a new one starts beside it.
+    pub fn join_or_start_in(
+        &mut self,
+        key: CacheKey,
+        zone: usize,
+        generation: u64,
+        waiter: W,
+        now_ms: u64,
+        start: impl FnOnce(CallId) -> Option<H>,
+    ) -> Result<Joined, JoinError> {
         if let Some(&id) = self.by_key.get(&key) {
             let call = self
                 .calls
                 .get_mut(&id)
                 .expect("by_key names calls in flight");
-            call.waiters.push(waiter);
-            return Ok(Joined::Shared(id));
+            if call.generation == generation {
+                call.waiters.push(waiter);
+                return Ok(Joined::Shared(id));
+            }
         }
         if self.calls.len() >= self.max_calls {
             return Err(JoinError::Full);
@@ -99,6 +122,8 @@ impl<W: Copy + PartialEq, H> InFlight<W, H> {
                 waiters: vec![waiter],
                 handle,
                 started_ms: now_ms,
+                zone,
+                generation,
             },
         );
         self.by_key.insert(key, id);
@@ -114,15 +139,26 @@ impl<W: Copy + PartialEq, H> InFlight<W, H> {
             return None;
         }
         let call = self.calls.remove(&id)?;
-        self.by_key.remove(&call.key);
+        self.forget_key(&call);
         Some(call)
+    }
+
+    /// A newer call for the same key may have taken the key's place: leave that one.
+    fn forget_key(&mut self, call: &Call<W, H>) {
+        if self
+            .by_key
+            .get(&call.key)
+            .is_some_and(|&id| !self.calls.contains_key(&id))
+        {
+            self.by_key.remove(&call.key);
+        }
     }
 
     /// The call has answered: it leaves the table with the requests to resume. `None` when
     /// every waiter left first and the call was cancelled.
     pub fn complete(&mut self, id: CallId) -> Option<Call<W, H>> {
         let call = self.calls.remove(&id)?;
-        self.by_key.remove(&call.key);
+        self.forget_key(&call);
         Some(call)
     }
 
@@ -230,6 +266,41 @@ mod tests {
         assert!(t.is_empty());
         let next = t.join_or_start(1, 1, 0, start).unwrap();
         assert!(matches!(next, Joined::Started(_)));
+    }
+
+    #[test]
+    fn a_revocation_splits_the_calls_of_a_key() {
+        let mut t = Table::new(10);
+        let old = t.join_or_start_in(7, 1, 4, 1, 0, start).unwrap().call();
+        assert_eq!(
+            t.join_or_start_in(7, 1, 4, 2, 0, start),
+            Ok(Joined::Shared(old))
+        );
+        // The zone revoked something since: the next request starts a call of its own.
+        let new = t.join_or_start_in(7, 1, 5, 3, 0, start).unwrap();
+        assert!(matches!(new, Joined::Started(n) if n != old));
+        assert_eq!(
+            t.join_or_start_in(7, 1, 5, 4, 0, start),
+            Ok(Joined::Shared(new.call()))
+        );
+        // The old call ending leaves the new one in place, and the other way round.
+        let done = t.complete(old).unwrap();
+        assert_eq!(
+            (done.waiters, done.zone, done.generation),
+            (vec![1, 2], 1, 4)
+        );
+        assert_eq!(
+            t.join_or_start_in(7, 1, 5, 5, 0, start),
+            Ok(Joined::Shared(new.call()))
+        );
+        t.detach(new.call(), 3);
+        t.detach(new.call(), 4);
+        assert!(t.detach(new.call(), 5).is_some());
+        assert!(t.is_empty());
+        assert!(matches!(
+            t.join_or_start(7, 6, 0, start),
+            Ok(Joined::Started(_))
+        ));
     }
 
     #[test]

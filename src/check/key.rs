@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_secret, Xxh3};
 pub type CacheKey = u128;
 
 /// XXH3's secret size: the whole key of the hash.
-const SECRET_LEN: usize = 192;
+pub const SECRET_LEN: usize = 192;
 
 /// Inputs up to this size are hashed in one call from a stack buffer; longer ones (a
 /// credential near the 4096-byte limit) through XXH3's streaming state, which gives the same
@@ -34,10 +34,19 @@ pub struct KeyHasher {
 
 impl KeyHasher {
     pub fn new_random() -> Self {
-        // RandomState is seeded from the OS once per thread and then varied per instance,
-        // which is what std relies on against HashDoS; no extra dependency needed.
-        let state = RandomState::new();
-        Self::with_words(|i| state.hash_one(i))
+        KeyHasher {
+            secret: random_secret(),
+        }
+    }
+
+    /// A hasher with the secret of a shared zone, so that every worker computes the same keys.
+    pub fn with_secret(secret: [u8; SECRET_LEN]) -> Self {
+        KeyHasher { secret }
+    }
+
+    /// The secret, for the entries' ids that a zone hashes with it.
+    pub fn secret(&self) -> &[u8; SECRET_LEN] {
+        &self.secret
     }
 
     /// A fixed secret derived from two words, for tests.
@@ -128,6 +137,19 @@ impl KeyHasher {
             h.digest128()
         }
     }
+}
+
+/// A secret drawn at random: for each worker's own keys, and for each shared zone when it is
+/// created.
+pub fn random_secret() -> [u8; SECRET_LEN] {
+    // RandomState is seeded from the OS once per thread and then varied per instance, which
+    // is what std relies on against HashDoS; no extra dependency needed.
+    let state = RandomState::new();
+    let mut secret = [0u8; SECRET_LEN];
+    for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&state.hash_one(i).to_le_bytes());
+    }
+    secret
 }
 
 /// What kind of credential a key was made from. The numbers of all checks are distinct, so

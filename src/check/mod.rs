@@ -7,11 +7,13 @@ pub mod cache;
 pub mod call;
 pub mod client;
 pub mod decision;
+pub mod front;
 pub mod inflight;
 pub mod key;
 pub mod metrics;
 pub mod table;
 pub mod text;
+pub mod zone;
 
 #[cfg(test)]
 pub(crate) mod testserver;

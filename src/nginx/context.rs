@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub session: SessionState,
     pub oauth2: OAuth2State,
     pub permission: PermissionState,
+    /// What a request to an `ory_session_logout` location would end.
+    pub logout: Option<Box<super::logout::Logout>>,
 }
 
 /// nginx's cached time in milliseconds, as its timers see it: updated once per event loop
@@ -210,6 +212,7 @@ pub unsafe fn attach<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCt
             session: SessionState::default(),
             oauth2: OAuth2State::default(),
             permission: PermissionState::default(),
+            logout: None,
         },
     );
     (*cln).handler = Some(drop_ctx);

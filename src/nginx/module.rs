@@ -5,13 +5,14 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_process, NGX_ERROR,
-    NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
+    ngx_module_t, ngx_process, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use super::{access, bridge, conf, oauth2, permission, session, status, variables};
+use super::{access, bridge, conf, logout, oauth2, permission, session, status, variables, zone};
 
 pub struct HttpOrySessionModule;
 
@@ -32,12 +33,33 @@ impl HttpModule for HttpOrySessionModule {
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
             return NGX_ERROR as ngx_int_t;
         };
+        // `ory_cache` in the http block itself: no merge resolves it.
+        if let (Some(main), Some(lcf)) = (
+            HttpOrySessionModule::main_conf(&*cf),
+            HttpOrySessionModule::location_conf_mut(&*cf),
+        ) {
+            if let Err(problem) = lcf.resolve_cache(main) {
+                ngx_log_error!(NGX_LOG_EMERG, (*cf).log, "{}", problem);
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
         let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
         let h = ngx_array_push(&mut phase.handlers).cast::<ngx_http_handler_pt>();
         if h.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
         *h = Some(access::access_handler);
+        let logout_somewhere =
+            HttpOrySessionModule::main_conf(&*cf).is_some_and(|m| m.logout_somewhere);
+        if logout_somewhere {
+            let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize];
+            let h = ngx_array_push(&mut phase.handlers).cast::<ngx_http_handler_pt>();
+            if h.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            *h = Some(logout::precontent_handler);
+            logout::install_filter();
+        }
         match status::add_zone(cf) {
             Ok(()) => NGX_OK as ngx_int_t,
             Err(()) => NGX_ERROR as ngx_int_t,
@@ -80,10 +102,13 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         );
         return NGX_OK as ngx_int_t;
     }
+    // SAFETY: the worker's cycle has initialized its zones before forking it.
+    let zones = unsafe { zone::attach(mcf) };
     session::init_worker(
         mcf.cache_size as usize,
         mcf.max_pending as usize,
         mcf.max_timeout as u64,
+        &zones,
     );
     oauth2::init_worker(
         cycle,
@@ -96,12 +121,14 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         mcf.permission_cache_size as usize,
         mcf.max_pending as usize,
         mcf.max_permission_timeout as u64,
+        &zones,
     );
     NGX_OK as ngx_int_t
 }
 
-unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     session::shutdown_worker();
+    zone::detach(cycle);
     oauth2::shutdown_worker();
     permission::shutdown_worker();
     bridge::stop();

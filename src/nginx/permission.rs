@@ -19,13 +19,17 @@ use super::access::Check;
 use super::conf::{Line, LineSubject, LocConf, PermissionConf, Value};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_PERMISSION};
+use super::zone::Shared;
 use super::{bridge, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
+use crate::check::front::{Front, ZoneAccess};
 use crate::check::inflight::{CallId, JoinError, Joined};
 use crate::check::key::CacheKey;
+use crate::check::key::KeyHasher;
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
+use crate::check::zone::{Ids, Kind};
 use crate::permission::decision::{from_check, from_refusal};
 use crate::permission::{self, check_url, CallResult, SubjectRef, TupleRef};
 
@@ -53,14 +57,17 @@ impl Drop for LineState {
     fn drop(&mut self) {
         if let Some(call) = self.wait.call {
             let waiter: *mut Wait = &mut self.wait;
-            with_permissions(|p| p.detach(call, waiter));
+            with_permissions(|p| p.table.detach(call, waiter));
         }
     }
 }
 
 /// A worker's permission answers (`()` for allowed; a negative entry is a denial) and the
-/// check calls in flight.
-type Permissions = Table<(), *mut Wait, AbortHandle>;
+/// check calls in flight, and a front cache for every shared zone.
+struct Permissions {
+    table: Table<(), *mut Wait, AbortHandle>,
+    fronts: Vec<(Front<()>, Shared)>,
+}
 
 thread_local! {
     static PERMISSIONS: RefCell<Option<Permissions>> = const { RefCell::new(None) };
@@ -74,20 +81,28 @@ fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.permission)
 }
 
-pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
+/// With shared zones, `cache_size` bounds each front cache too.
+pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
     let table = Table::new(
         cache_size,
         max_pending,
         Duration::from_millis(call_timeout_ms),
         metrics(),
     );
-    PERMISSIONS.with(|p| *p.borrow_mut() = Some(table));
+    let fronts = zones
+        .iter()
+        .map(|z| {
+            let hasher = KeyHasher::with_secret(z.secret());
+            (Front::new(cache_size, hasher, Kind::Permission), *z)
+        })
+        .collect();
+    PERMISSIONS.with(|p| *p.borrow_mut() = Some(Permissions { table, fronts }));
 }
 
 pub fn shutdown_worker() {
     PERMISSIONS.with(|p| {
-        if let Some(mut table) = p.borrow_mut().take() {
-            table.shut_down();
+        if let Some(mut permissions) = p.borrow_mut().take() {
+            permissions.table.shut_down();
         }
     });
 }
@@ -234,18 +249,36 @@ unsafe fn look_up(
             CacheStatus::None,
         );
     };
-    let looked = with_permissions(|table| {
-        let key = tuple.key(&table.hasher, conf.scope);
-        let bypass = !table.caching() || conf.cache_ttl == 0;
-        let lookup = table.cache.lookup(
-            key,
-            now_ms(),
-            conf.cache_ttl as u64,
-            conf.negative_ttl as u64,
-        );
-        if matches!(lookup, Lookup::Expired) {
-            table.report_cache();
-        }
+    let looked = with_permissions(|permissions| {
+        let Permissions { table, fronts } = permissions;
+        let mut zoned = match conf.zone {
+            0 => None,
+            n => fronts.get_mut(n - 1),
+        };
+        let key = match &zoned {
+            Some((front, _)) => tuple.key(&front.hasher, conf.scope),
+            None => tuple.key(&table.hasher, conf.scope),
+        };
+        let bypass = !(zoned.is_some() || table.caching()) || conf.cache_ttl == 0;
+        let (now, ttl, negative_ttl) = (now_ms(), conf.cache_ttl as u64, conf.negative_ttl as u64);
+        let lookup = match &mut zoned {
+            // An allowed tuple is stored with no bytes; anything else is not ours.
+            Some((front, shared)) => {
+                let decode = |bytes: &[u8]| bytes.is_empty().then_some(());
+                front.lookup(shared, key, now, ttl, negative_ttl, decode).0
+            }
+            None => {
+                let lookup = table.cache.lookup(key, now, ttl, negative_ttl);
+                if matches!(lookup, Lookup::Expired) {
+                    table.report_cache();
+                }
+                lookup
+            }
+        };
+        let (zone, generation) = match &zoned {
+            Some((_, shared)) => (conf.zone, shared.generation()),
+            None => (0, 0),
+        };
         let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
         let status = match lookup {
             Lookup::Hit(_) | Lookup::NegativeHit => CacheStatus::Hit,
@@ -267,7 +300,7 @@ unsafe fn look_up(
                         CacheStatus::None,
                     );
                 }
-                Ok(owned) => park(r, table, conf, key, owned, index, ctx),
+                Ok(owned) => park(r, table, conf, (key, zone, generation), owned, index, ctx),
             },
         };
         if !bypass && (cached || matches!(found, Found::Waits)) {
@@ -319,9 +352,9 @@ unsafe fn tuple_of<'a>(
 /// A line that missed the cache: its request parks on the call for its tuple.
 unsafe fn park(
     r: *mut ngx_http_request_t,
-    table: &mut Permissions,
+    table: &mut Table<(), *mut Wait, AbortHandle>,
     conf: &PermissionConf,
-    key: CacheKey,
+    call_key: (CacheKey, usize, u64),
     tuple: permission::Tuple,
     index: usize,
     ctx: *mut RequestCtx,
@@ -329,7 +362,7 @@ unsafe fn park(
     let state = &mut (*ctx).permission;
     lines(state, conf.lines.len(), index);
     let wait = &raw mut state.lines[index].wait;
-    match start(r, table, conf, key, tuple, wait) {
+    match start(r, table, conf, call_key, tuple, wait) {
         Ok(call) => {
             Wait::park(wait, ctx, call, conf.timeout, on_timeout);
             Found::Waits
@@ -341,9 +374,9 @@ unsafe fn park(
 /// Joins the call in flight for `key` with `wait`, or starts one.
 unsafe fn start(
     r: *mut ngx_http_request_t,
-    table: &mut Permissions,
+    table: &mut Table<(), *mut Wait, AbortHandle>,
     conf: &PermissionConf,
-    key: CacheKey,
+    (key, zone, generation): (CacheKey, usize, u64),
     tuple: permission::Tuple,
     wait: *mut Wait,
 ) -> Result<CallId, Found> {
@@ -357,14 +390,19 @@ unsafe fn start(
     let url = check_url(endpoint, &tuple);
     let headers = conf.headers.clone().unwrap_or_else(|| Vec::new().into());
     let timeout = table.call_timeout;
-    let joined = table.calls.join_or_start(key, wait, now_ms(), |id| {
-        bridge::spawn(
-            id,
-            conf.trust,
-            move |client| async move { permission::check(&client, &url, &headers, timeout).await },
-            on_check_done,
-        )
-    });
+    let joined =
+        table
+            .calls
+            .join_or_start_in(key, zone, generation, wait, now_ms(), |id| {
+                bridge::spawn(
+                    id,
+                    conf.trust,
+                    move |client| async move {
+                        permission::check(&client, &url, &headers, timeout).await
+                    },
+                    on_check_done,
+                )
+            });
     match joined {
         Ok(Joined::Started(id)) => {
             if let Some(m) = table.metrics {
@@ -421,7 +459,7 @@ unsafe fn settle(state: &mut PermissionState) {
     for line in state.lines.iter_mut() {
         if let Some(call) = line.wait.call {
             let waiter: *mut Wait = &mut line.wait;
-            with_permissions(|p| p.detach(call, waiter));
+            with_permissions(|p| p.table.detach(call, waiter));
             Wait::unpark(waiter);
         }
     }
@@ -442,7 +480,8 @@ unsafe fn line_of<'a>(wait: *mut Wait) -> (&'a mut PermissionState, usize) {
 /// Called by the bridge, on the nginx thread, for every finished check call.
 fn on_check_done(id: CallId, result: CallResult) {
     let (outcome, reason) = from_check(&result);
-    let waiters = with_permissions(|table| {
+    let waiters = with_permissions(|permissions| {
+        let Permissions { table, fronts } = permissions;
         let Some(call) = table.calls.complete(id) else {
             return Vec::new();
         };
@@ -450,10 +489,28 @@ fn on_check_done(id: CallId, result: CallResult) {
         if let Some(m) = table.metrics {
             m.call_ended(Some(now.saturating_sub(call.started_ms)));
         }
-        match result {
-            Ok(true) => table.cache.insert(call.key, (), now, u64::MAX),
-            Ok(false) => table.cache.insert_negative(call.key, now),
-            Err(_) => {}
+        let zoned = match call.zone {
+            0 => None,
+            n => fronts.get_mut(n - 1),
+        };
+        match (result, zoned) {
+            (Ok(true), Some((front, shared))) => {
+                let none = Ids::default();
+                front.store(
+                    shared,
+                    call.key,
+                    call.generation,
+                    (),
+                    &[],
+                    none,
+                    now,
+                    u64::MAX,
+                );
+            }
+            (Ok(false), Some((front, shared))) => front.store_negative(shared, call.key, now),
+            (Ok(true), None) => table.cache.insert(call.key, (), now, u64::MAX),
+            (Ok(false), None) => table.cache.insert_negative(call.key, now),
+            (Err(_), _) => {}
         }
         table.report_cache();
         call.waiters
@@ -505,7 +562,7 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
         unsafe {
             let wait = (*ev).data.cast::<Wait>();
             let Some(call) = (*wait).call else { return };
-            with_permissions(|p| p.detach(call, wait));
+            with_permissions(|p| p.table.detach(call, wait));
             let (state, index) = line_of(wait);
             let line = &mut state.lines[index];
             line.outcome = Some(Outcome::Timeout);

@@ -19,17 +19,20 @@ use super::access::Check;
 use super::conf::{LocConf, SessionConf};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_SESSION};
+use super::zone::Shared;
 use super::{bridge, headers, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
+use crate::check::front::{Front, ZoneAccess};
 use crate::check::inflight::{CallId, JoinError, Joined};
-use crate::check::key::CacheKey;
+use crate::check::key::{CacheKey, KeyHasher};
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
+use crate::check::zone::{Ids, Kind};
 use crate::oauth2::token::is_session_token;
 use crate::session::credential::{self, Credential, CredentialKind, OwnedCredential};
 use crate::session::model::{Answer, Session};
-use crate::session::{self, browser, whoami, WhoamiResult};
+use crate::session::{self, browser, stored, whoami, WhoamiResult};
 
 /// The session check's part of a request's context.
 #[derive(Default)]
@@ -72,13 +75,20 @@ impl Drop for SessionState {
     fn drop(&mut self) {
         if let Some(call) = self.wait.call {
             let waiter: *mut Wait = &mut self.wait;
-            with_sessions(|s| s.detach(call, waiter));
+            with_sessions(|s| s.table.detach(call, waiter));
         }
     }
 }
 
-/// A worker's sessions: the cache and the whoami calls in flight.
-type Sessions = Table<Rc<Session>, *mut Wait, AbortHandle>;
+/// A worker's sessions: the cache and the whoami calls in flight, and a front cache for
+/// every shared zone.
+struct Sessions {
+    table: SessionTable,
+    fronts: Vec<(Front<Rc<Session>>, Shared)>,
+}
+
+/// The worker's own sessions and whoami calls in flight.
+type SessionTable = Table<Rc<Session>, *mut Wait, AbortHandle>;
 
 thread_local! {
     static SESSIONS: RefCell<Option<Sessions>> = const { RefCell::new(None) };
@@ -94,21 +104,62 @@ fn metrics() -> Option<&'static CheckMetrics> {
 
 /// Sets up the worker's cache and call table; called from `init_process` once the bridge
 /// runs.
-pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64) {
-    let sessions = Table::new(
+/// With shared zones, `cache_size` bounds each front cache too.
+pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
+    let table = Table::new(
         cache_size,
         max_pending,
         Duration::from_millis(call_timeout_ms),
         metrics(),
     );
-    SESSIONS.with(|s| *s.borrow_mut() = Some(sessions));
+    let fronts = zones
+        .iter()
+        .map(|z| {
+            let hasher = KeyHasher::with_secret(z.secret());
+            (Front::new(cache_size, hasher, Kind::Session), *z)
+        })
+        .collect();
+    SESSIONS.with(|s| *s.borrow_mut() = Some(Sessions { table, fronts }));
 }
 
 pub fn shutdown_worker() {
     SESSIONS.with(|s| {
         if let Some(mut sessions) = s.borrow_mut().take() {
-            sessions.shut_down();
+            sessions.table.shut_down();
         }
+    });
+}
+
+/// The worker's own keys of a credential under every scope in `scopes`, for a logout.
+pub fn local_keys(
+    scopes: &[crate::check::key::Scope],
+    kinds: &[(CredentialKind, &[u8], &[u8])],
+) -> Vec<CacheKey> {
+    with_sessions(|sessions| {
+        let mut keys = Vec::new();
+        for scope in scopes {
+            for (kind, name, value) in kinds {
+                keys.push(
+                    sessions
+                        .table
+                        .hasher
+                        .key(*scope, session::tag(*kind), name, value),
+                );
+            }
+        }
+        keys
+    })
+    .unwrap_or_default()
+}
+
+/// A logout through this worker: its own cache forgets the credential at once (the zones'
+/// front caches learn of it through their zone).
+pub fn forget_locally(keys: &[CacheKey]) {
+    with_sessions(|sessions| {
+        for key in keys {
+            sessions.table.cache.remove(*key);
+        }
+        sessions.table.report_cache();
     });
 }
 
@@ -175,22 +226,37 @@ unsafe fn find_answer(
     let conf = &lcf.session;
     let waiter: *mut Wait = &mut state.wait;
     let found = with_sessions(|sessions| -> Result<Begun, String> {
-        let key = sessions.hasher.key(
-            conf.scope,
+        let Sessions { table, fronts } = sessions;
+        // The location's shared zone, when it has one: a front cache of this worker before it.
+        let mut zoned = match lcf.cache {
+            0 => None,
+            n => fronts.get_mut(n - 1),
+        };
+        let (tag, name, value) = (
             session::tag(credential.kind),
             credential.cookie_name,
             credential.value,
         );
-        if let Some(answered) = look_up(r, conf, sessions, state, &credential, key)? {
+        let key = match &zoned {
+            Some((front, _)) => front.hasher.key(conf.scope, tag, name, value),
+            None => table.hasher.key(conf.scope, tag, name, value),
+        };
+        if let Some(answered) = look_up(r, conf, table, &mut zoned, state, &credential, key)? {
             return Ok(answered);
         }
+        // A call started before the zone's latest revocation is not joined.
+        let zone = match &zoned {
+            Some((_, shared)) => (lcf.cache, shared.generation()),
+            None => (0, 0),
+        };
         Ok(join_call(
             r,
             conf,
-            sessions,
+            table,
             state,
             &credential,
             key,
+            zone,
             waiter,
         ))
     });
@@ -237,42 +303,51 @@ unsafe fn session_credential<'r>(
     Some(credential)
 }
 
+/// A location's shared zone and this worker's front cache before it.
+type Zoned<'a> = Option<&'a mut (Front<Rc<Session>>, Shared)>;
+
 /// The cache's answer for the credential, if it has one; an error when the credential,
 /// which no entry knows, cannot be a credential at all.
 #[inline(always)]
 unsafe fn look_up(
     r: *mut ngx_http_request_t,
     conf: &SessionConf,
-    sessions: &mut Sessions,
+    table: &mut SessionTable,
+    zoned: &mut Zoned,
     state: &mut SessionState,
     credential: &Credential,
     key: CacheKey,
 ) -> Result<Option<Begun>, String> {
     // BYPASS says that sessions are not reused here; rejections follow their own TTL.
-    let bypass = !sessions.caching() || conf.cache_ttl == 0;
+    let bypass = !(zoned.is_some() || table.caching()) || conf.cache_ttl == 0;
     log::debug!(
         r,
         "ory_session: {} found, cache {}",
         credential.kind,
         if bypass { "off" } else { "on" }
     );
-    let lookup = sessions.cache.lookup(
-        key,
-        now_ms(),
-        conf.cache_ttl as u64,
-        conf.negative_ttl as u64,
-    );
-    if matches!(lookup, Lookup::Expired) {
-        // The only lookup that changes the cache: it drops the entry.
-        sessions.report_cache();
-    }
+    let (now, ttl, negative_ttl) = (now_ms(), conf.cache_ttl as u64, conf.negative_ttl as u64);
+    let lookup = match zoned {
+        Some((front, shared)) => {
+            let decode = |bytes: &[u8]| stored::decode(bytes).map(Rc::new);
+            front.lookup(shared, key, now, ttl, negative_ttl, decode).0
+        }
+        None => {
+            let lookup = table.cache.lookup(key, now, ttl, negative_ttl);
+            if matches!(lookup, Lookup::Expired) {
+                // The only lookup that changes the cache: it drops the entry.
+                table.report_cache();
+            }
+            lookup
+        }
+    };
     let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
     if !cached {
         // Never cached, so this is no cache miss either.
         credential.check_bytes().map_err(|e| e.to_string())?;
     }
     if !bypass {
-        if let Some(m) = sessions.metrics {
+        if let Some(m) = table.metrics {
             m.cache_lookup(cached);
         }
     }
@@ -299,21 +374,25 @@ unsafe fn look_up(
 }
 
 /// Joins the whoami call in flight for `key`, or starts one: the miss path, kept out of
-/// the hit path's code.
+/// the hit path's code. `(zone, generation)` is the location's zone and its revocation
+/// generation now (0 without a zone).
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn join_call(
     r: *mut ngx_http_request_t,
     conf: &SessionConf,
-    sessions: &mut Sessions,
+    table: &mut SessionTable,
     state: &mut SessionState,
     credential: &Credential,
     key: CacheKey,
+    (zone, generation): (usize, u64),
     waiter: *mut Wait,
 ) -> Begun {
-    let call_timeout = sessions.call_timeout;
-    let joined =
-        sessions.calls.join_or_start(key, waiter, now_ms(), |id| {
+    let call_timeout = table.call_timeout;
+    let joined = table
+        .calls
+        .join_or_start_in(key, zone, generation, waiter, now_ms(), |id| {
             let Some(url) = conf.whoami.clone() else {
                 return None; // merge_loc_conf refuses `ory_session on` without a URL
             };
@@ -329,7 +408,7 @@ unsafe fn join_call(
         });
     match joined {
         Ok(Joined::Started(id)) => {
-            if let Some(m) = sessions.metrics {
+            if let Some(m) = table.metrics {
                 m.call_started();
             }
             log::debug!(r, "ory_session: whoami call #{id} started");
@@ -339,7 +418,7 @@ unsafe fn join_call(
             log::debug!(r, "ory_session: joined whoami call #{id}");
             Begun::Waits(id)
         }
-        Err(JoinError::Full) => shed(r, sessions, state),
+        Err(JoinError::Full) => shed(r, table, state),
         Err(JoinError::NotStarted) => not_running(r, state),
     }
 }
@@ -373,7 +452,7 @@ unsafe fn not_running(r: *mut ngx_http_request_t, state: &mut SessionState) -> B
 /// line is limited to one a second, since a flood is exactly when it would repeat.
 unsafe fn shed(
     r: *mut ngx_http_request_t,
-    sessions: &mut Sessions,
+    sessions: &mut Table<Rc<Session>, *mut Wait, AbortHandle>,
     state: &mut SessionState,
 ) -> Begun {
     if sessions.log_shed(now_ms()) {
@@ -391,15 +470,20 @@ unsafe fn shed(
 fn on_whoami_done(id: CallId, result: WhoamiResult) {
     let (outcome, reason) = session::judge(&result);
     with_sessions(|sessions| {
+        let Sessions { table, fronts } = sessions;
         // Gone when every waiter left first (and the call was cancelled).
-        let Some(call) = sessions.calls.complete(id) else {
+        let Some(call) = table.calls.complete(id) else {
             return;
         };
         let now = now_ms();
         let kratos_ms = now.saturating_sub(call.started_ms);
-        if let Some(m) = sessions.metrics {
+        if let Some(m) = table.metrics {
             m.call_ended(Some(kratos_ms));
         }
+        let mut zoned = match call.zone {
+            0 => None,
+            n => fronts.get_mut(n - 1),
+        };
         let mut set_cookie: Option<Rc<[String]>> = None;
         let mut redirect_browser_to: Option<Rc<str>> = None;
         let session = match result {
@@ -410,14 +494,39 @@ fn on_whoami_done(id: CallId, result: WhoamiResult) {
             }) => {
                 let until = session::cache_until(&session, cache_for_ms, now);
                 let session = Rc::new(session);
-                sessions.cache.insert(call.key, session.clone(), now, until);
+                match &mut zoned {
+                    Some((front, shared)) => {
+                        let bytes = stored::encode(&session);
+                        let ids = Ids {
+                            session: session.id.as_bytes(),
+                            identity: session.user_id.as_bytes(),
+                        };
+                        // Not stored when a revocation since the call started matches the
+                        // session: its waiters all came before the revocation, and later
+                        // requests ask Kratos again.
+                        front.store(
+                            shared,
+                            call.key,
+                            call.generation,
+                            session.clone(),
+                            &bytes,
+                            ids,
+                            now,
+                            until,
+                        );
+                    }
+                    None => table.cache.insert(call.key, session.clone(), now, until),
+                }
                 if !cookies.is_empty() {
                     set_cookie = Some(cookies.into());
                 }
                 Some(session)
             }
             Ok(Answer::Unauthenticated { .. }) => {
-                sessions.cache.insert_negative(call.key, now);
+                match &mut zoned {
+                    Some((front, shared)) => front.store_negative(shared, call.key, now),
+                    None => table.cache.insert_negative(call.key, now),
+                }
                 None
             }
             Ok(Answer::AalRequired {
@@ -428,7 +537,7 @@ fn on_whoami_done(id: CallId, result: WhoamiResult) {
             }
             Err(_) => None,
         };
-        sessions.report_cache();
+        table.report_cache();
 
         for waiter in call.waiters {
             // SAFETY: a wait is in a call's waiter list only while its context is alive: the
@@ -461,8 +570,8 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
             let wait = (*ev).data.cast::<Wait>();
             let Some(call) = (*wait).call else { return };
             let started = with_sessions(|sessions| {
-                let started = sessions.calls.get(call).map(|c| c.started_ms);
-                sessions.detach(call, wait);
+                let started = sessions.table.calls.get(call).map(|c| c.started_ms);
+                sessions.table.detach(call, wait);
                 started
             })
             .flatten();

@@ -101,7 +101,8 @@ unsafe fn answer(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(metrics) = metrics() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let text = metrics.render();
+    let mut text = metrics.render();
+    super::zone::render_into(&mut text);
 
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     (*r).headers_out.status = NGX_HTTP_OK as usize;

@@ -5,7 +5,9 @@
 
 pub mod browser;
 pub mod credential;
+pub mod logout;
 pub mod model;
+pub mod stored;
 pub mod whoami;
 
 #[cfg(test)]

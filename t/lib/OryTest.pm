@@ -252,6 +252,8 @@ sub kratos_calls ($self, $name = 'kratos') { $self->_stub(GET => '/__stub/calls'
 sub kratos_reset ($self, $name = 'kratos') { $self->_stub(POST => '/__stub/reset', {}, $name) }
 sub kratos_behaviour ($self, $b, $name = 'kratos') { $self->_stub(POST => '/__stub/behaviour', $b, $name) }
 sub kratos_add_sessions ($self, $doc, $name = 'kratos') { $self->_stub(POST => '/__stub/sessions', $doc, $name) }
+# Ends sessions in the double only, as Kratos' admin API would: {session_id => S} or {identity_id => I}.
+sub kratos_revoke ($self, $what, $name = 'kratos') { $self->_stub(POST => '/__stub/revoke', $what, $name) }
 
 # ---------------------------------------------------------------------------------------------
 # nginx

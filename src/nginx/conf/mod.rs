@@ -66,6 +66,13 @@ pub struct MainConf {
     /// Set when a check is enabled anywhere: workers only start the client runtime when some
     /// location can use it.
     pub enabled_somewhere: bool,
+    /// `ory_cache_zone`s, in the order declared; `ory_cache` refers to them by number.
+    pub zones: Vec<super::zone::ZoneDecl>,
+    /// The scope of every location that checks sessions, once each: a logout evicts the
+    /// credential's entry under each.
+    pub session_scopes: Vec<Scope>,
+    /// Some location has `ory_session_logout on`: the module's header filter is installed.
+    pub logout_somewhere: bool,
 }
 
 impl Default for MainConf {
@@ -81,6 +88,9 @@ impl Default for MainConf {
             max_timeout: session::DEFAULT_TIMEOUT_MS,
             max_permission_timeout: permission::DEFAULT_TIMEOUT_MS,
             enabled_somewhere: false,
+            zones: Vec::new(),
+            session_scopes: Vec::new(),
+            logout_somewhere: false,
         }
     }
 }
@@ -132,6 +142,32 @@ pub struct LocConf {
     pub session: SessionConf,
     pub oauth2: OAuth2Conf,
     pub permission: PermissionConf,
+    /// `ory_cache`: the number of the zone the checks store answers in, plus one; 0 for the
+    /// worker's own cache (`off`, or no `ory_cache` anywhere above).
+    pub cache: usize,
+    /// The zone `ory_cache` names ("" for `off`) and where, until merge resolves it.
+    cache_name: Option<(String, Source)>,
+}
+
+impl LocConf {
+    /// Turns the zone `ory_cache` names into its number; the error names the directive's
+    /// place. Done at merge, and for the `http` level (never merged into anything) in
+    /// postconfiguration, so a zone may be declared after its first use.
+    pub fn resolve_cache(&mut self, main: &MainConf) -> Result<(), String> {
+        self.cache = match &self.cache_name {
+            None => 0,
+            Some((name, _)) if name.is_empty() => 0,
+            Some((name, source)) => match main.zones.iter().position(|z| z.name == *name) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(format!(
+                        "unknown ory_cache_zone \"{name}\" in \"ory_cache\" directive in {source}"
+                    ))
+                }
+            },
+        };
+        Ok(())
+    }
 }
 
 /// nginx's `ngx_conf_merge_*_value` macros, which bindgen cannot see.
@@ -195,10 +231,19 @@ pub unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     let prev = &*prev.cast::<LocConf>();
     let conf = &mut *conf.cast::<LocConf>();
+    if conf.cache_name.is_none() {
+        conf.cache_name = prev.cache_name.clone();
+    }
     conf.session.merge(&prev.session);
     conf.permission.merge(&prev.permission);
     let oauth2 = conf.oauth2.merge(&prev.oauth2).err();
+    let mut unknown_zone = None;
     if let Some(main) = HttpOrySessionModule::main_conf_mut(&*cf) {
+        unknown_zone = conf.resolve_cache(main).err();
+        conf.permission.zone = conf.cache;
+        if conf.session.enabled() && !main.session_scopes.contains(&conf.session.scope) {
+            main.session_scopes.push(conf.session.scope);
+        }
         main.max_timeout = main.max_timeout.max(conf.session.timeout);
         main.max_permission_timeout = main.max_permission_timeout.max(conf.permission.timeout);
         main.max_oauth2_timeout = main.max_oauth2_timeout.max(conf.oauth2.timeout);
@@ -211,9 +256,8 @@ pub unsafe extern "C" fn merge_loc_conf(
             }
         }
     }
-    let problem = conf
-        .session
-        .problem()
+    let problem = unknown_zone
+        .or_else(|| conf.session.problem())
         .or_else(|| conf.permission.problem())
         .or(oauth2);
     if let Some(problem) = problem {
@@ -224,12 +268,12 @@ pub unsafe extern "C" fn merge_loc_conf(
 }
 
 /// The directive's arguments after its name.
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+pub(in crate::nginx) unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     let all: &[ngx_str_t] = (*(*cf).args).as_slice();
     &all[1..]
 }
 
-unsafe fn invalid_value(
+pub(in crate::nginx) unsafe fn invalid_value(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     value: &ngx_str_t,
@@ -323,6 +367,26 @@ unsafe fn set_check_flag(
             main.enabled_somewhere = true;
         }
     }
+    NGX_CONF_OK
+}
+
+/// `ory_cache NAME | off;`
+unsafe extern "C" fn set_cache(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let conf = &mut *conf.cast::<LocConf>();
+    if conf.cache_name.is_some() {
+        return IS_DUPLICATE;
+    }
+    let value = args(cf)[0].as_bytes();
+    let name = if value == b"off" {
+        String::new()
+    } else {
+        String::from_utf8_lossy(value).into_owned()
+    };
+    conf.cache_name = Some((name, Source::here(cf)));
     NGX_CONF_OK
 }
 
@@ -505,7 +569,7 @@ macro_rules! session {
     };
 }
 
-pub static mut COMMANDS: [ngx_command_t; 38] = [
+pub static mut COMMANDS: [ngx_command_t; 42] = [
     loc(
         ngx_string!("ory_session"),
         NGX_CONF_FLAG,
@@ -739,6 +803,29 @@ pub static mut COMMANDS: [ngx_command_t; 38] = [
         ngx_conf_set_num_slot,
         offset_of!(MainConf, permission_cache_size),
         post_of(&raw const CACHE_SIZE_BOUNDS),
+    ),
+    directive(
+        ngx_string!("ory_cache_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        super::zone::set_cache_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        0,
+        ptr::null_mut(),
+    ),
+    loc(ngx_string!("ory_cache"), NGX_CONF_TAKE1, set_cache, 0),
+    loc(
+        ngx_string!("ory_session_logout"),
+        NGX_CONF_FLAG,
+        session::set_logout,
+        session!(logout),
+    ),
+    directive(
+        ngx_string!("ory_cache_purge"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        super::logout::set_purge,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0,
+        ptr::null_mut(),
     ),
     ngx_command_t::empty(),
 ];

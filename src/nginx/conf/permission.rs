@@ -69,6 +69,9 @@ pub struct PermissionConf {
     pub timeout: ngx_msec_t,
     pub cache_ttl: ngx_msec_t,
     pub negative_ttl: ngx_msec_t,
+    /// The location's `ory_cache` zone (its number plus one; 0: the worker's own cache),
+    /// copied here by merge.
+    pub zone: usize,
 }
 
 impl Default for PermissionConf {
@@ -83,6 +86,7 @@ impl Default for PermissionConf {
             timeout: NGX_CONF_UNSET_MSEC,
             cache_ttl: NGX_CONF_UNSET_MSEC,
             negative_ttl: NGX_CONF_UNSET_MSEC,
+            zone: 0,
         }
     }
 }

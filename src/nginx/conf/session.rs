@@ -8,6 +8,7 @@ use ngx::core::NGX_CONF_OK;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_msec_t, ngx_uint_t,
 };
+use ngx::http::HttpModuleMainConf;
 
 use super::{
     args, invalid_value, merge_flag, merge_msec, merge_uint, set_once, LocConf, Source,
@@ -49,6 +50,9 @@ pub struct SessionConf {
     pub aal: ngx_uint_t,
     tokenize_as: Option<String>,
     pub hide_credentials: ngx_flag_t,
+    /// `ory_session_logout`: the location proxies Kratos' public API, and a successful
+    /// logout through it evicts the credential from the caches.
+    pub logout: ngx_flag_t,
 }
 
 impl Default for SessionConf {
@@ -69,6 +73,7 @@ impl Default for SessionConf {
             aal: NGX_CONF_UNSET_UINT,
             tokenize_as: None,
             hide_credentials: NGX_CONF_UNSET_FLAG,
+            logout: NGX_CONF_UNSET_FLAG,
         }
     }
 }
@@ -87,6 +92,10 @@ impl SessionConf {
 
     pub fn enabled(&self) -> bool {
         self.enable == 1
+    }
+
+    pub fn logout_on(&self) -> bool {
+        self.logout == 1
     }
 
     pub fn cookie(&self) -> &CookieMatch {
@@ -125,6 +134,7 @@ impl SessionConf {
         merge_ptr(&mut self.return_to, prev.return_to);
         merge_uint(&mut self.aal, prev.aal, 1);
         merge_flag(&mut self.hide_credentials, prev.hide_credentials, 0);
+        merge_flag(&mut self.logout, prev.logout, 0);
         if self.tokenize_as.is_none() {
             self.tokenize_as = prev.tokenize_as.clone();
         }
@@ -169,6 +179,24 @@ pub(super) unsafe extern "C" fn set_enable(
     super::set_check_flag(cf, cmd, conf, |c| {
         (c.session.enable, &mut c.session.enable_source)
     })
+}
+
+/// `ory_session_logout on | off`: nginx's flag setter, and the header filter is installed.
+pub(super) unsafe extern "C" fn set_logout(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let rv = ngx::ffi::ngx_conf_set_flag_slot(cf, cmd, conf);
+    if rv != NGX_CONF_OK {
+        return rv;
+    }
+    if (*conf.cast::<LocConf>()).session.logout == 1 {
+        if let Some(main) = crate::HttpOrySessionModule::main_conf_mut(&*cf) {
+            main.logout_somewhere = true;
+        }
+    }
+    NGX_CONF_OK
 }
 
 pub(super) unsafe extern "C" fn set_kratos_url(
