@@ -7,6 +7,7 @@
 //! `status` and `log` are what the checks read from and write to nginx.
 
 mod access;
+mod answers;
 mod authentication;
 mod bridge;
 mod conf;

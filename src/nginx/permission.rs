@@ -10,12 +10,12 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
 
 use ngx::ffi::{ngx_event_t, ngx_http_request_t};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
+use super::answers::Answers;
 use super::conf::{Line, LineSubject, LocConf, PermissionConf, Value};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_PERMISSION};
@@ -23,10 +23,9 @@ use super::zone::Shared;
 use super::{bridge, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
-use crate::check::front::{Front, ZoneAccess};
+use crate::check::front::ZoneAccess;
 use crate::check::inflight::{CallId, JoinError, Joined};
 use crate::check::key::CacheKey;
-use crate::check::key::KeyHasher;
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
 use crate::check::zone::{Ids, Kind};
@@ -63,11 +62,8 @@ impl Drop for LineState {
 }
 
 /// A worker's permission answers (`()` for allowed; a negative entry is a denial) and the
-/// check calls in flight, and a front cache for every shared zone.
-struct Permissions {
-    table: Table<(), *mut Wait, AbortHandle>,
-    fronts: Vec<(Front<()>, Shared)>,
-}
+/// check calls in flight.
+type Permissions = Answers<()>;
 
 thread_local! {
     static PERMISSIONS: RefCell<Option<Permissions>> = const { RefCell::new(None) };
@@ -83,20 +79,15 @@ fn metrics() -> Option<&'static CheckMetrics> {
 
 /// With shared zones, `cache_size` bounds each front cache too.
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
-    let table = Table::new(
+    let permissions = Answers::new(
+        Kind::Permission,
         cache_size,
         max_pending,
-        Duration::from_millis(call_timeout_ms),
+        call_timeout_ms,
         metrics(),
+        zones,
     );
-    let fronts = zones
-        .iter()
-        .map(|z| {
-            let hasher = KeyHasher::with_secret(z.secret());
-            (Front::new(cache_size, hasher, Kind::Permission), *z)
-        })
-        .collect();
-    PERMISSIONS.with(|p| *p.borrow_mut() = Some(Permissions { table, fronts }));
+    PERMISSIONS.with(|p| *p.borrow_mut() = Some(permissions));
 }
 
 pub fn shutdown_worker() {

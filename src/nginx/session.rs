@@ -9,13 +9,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use ngx::ffi::{ngx_event_t, ngx_http_request_t};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
+use super::answers::Answers;
 use super::conf::{LocConf, SessionConf};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_SESSION};
@@ -25,7 +25,7 @@ use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::decision::{Decision, Outcome};
 use crate::check::front::{Front, ZoneAccess};
 use crate::check::inflight::{CallId, JoinError, Joined};
-use crate::check::key::{CacheKey, KeyHasher};
+use crate::check::key::CacheKey;
 use crate::check::metrics::CheckMetrics;
 use crate::check::table::Table;
 use crate::check::zone::{Ids, Kind};
@@ -80,14 +80,8 @@ impl Drop for SessionState {
     }
 }
 
-/// A worker's sessions: the cache and the whoami calls in flight, and a front cache for
-/// every shared zone.
-struct Sessions {
-    table: SessionTable,
-    fronts: Vec<(Front<Rc<Session>>, Shared)>,
-}
-
-/// The worker's own sessions and whoami calls in flight.
+/// The worker's sessions and whoami calls in flight.
+type Sessions = Answers<Rc<Session>>;
 type SessionTable = Table<Rc<Session>, *mut Wait, AbortHandle>;
 
 thread_local! {
@@ -103,23 +97,17 @@ fn metrics() -> Option<&'static CheckMetrics> {
 }
 
 /// Sets up the worker's cache and call table; called from `init_process` once the bridge
-/// runs.
-/// With shared zones, `cache_size` bounds each front cache too.
+/// runs. With shared zones, `cache_size` bounds each front cache too.
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
-    let table = Table::new(
+    let sessions = Answers::new(
+        Kind::Session,
         cache_size,
         max_pending,
-        Duration::from_millis(call_timeout_ms),
+        call_timeout_ms,
         metrics(),
+        zones,
     );
-    let fronts = zones
-        .iter()
-        .map(|z| {
-            let hasher = KeyHasher::with_secret(z.secret());
-            (Front::new(cache_size, hasher, Kind::Session), *z)
-        })
-        .collect();
-    SESSIONS.with(|s| *s.borrow_mut() = Some(Sessions { table, fronts }));
+    SESSIONS.with(|s| *s.borrow_mut() = Some(sessions));
 }
 
 pub fn shutdown_worker() {

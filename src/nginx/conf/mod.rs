@@ -189,6 +189,13 @@ fn merge_uint(conf: &mut ngx_uint_t, prev: ngx_uint_t, default: ngx_uint_t) {
     merge(conf, prev, default, NGX_CONF_UNSET_UINT);
 }
 
+/// A value without a default, kept as an `Option`: unset takes the level above's.
+fn inherit<T: Clone>(conf: &mut Option<T>, prev: &Option<T>) {
+    if conf.is_none() {
+        conf.clone_from(prev);
+    }
+}
+
 /// # Safety
 /// Called by nginx with a valid `cf` during configuration parsing.
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {

@@ -8,7 +8,8 @@ use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_uint_t};
 
 use super::{
-    args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_FLAG, NGX_CONF_UNSET_MSEC,
+    args, inherit, invalid_value, merge_flag, merge_msec, merge_uint, LocConf, Source,
+    NGX_CONF_UNSET_FLAG, NGX_CONF_UNSET_MSEC,
 };
 use crate::check::call::ExtraHeaders;
 use crate::check::key::{scope_of, Scope};
@@ -85,30 +86,14 @@ impl OAuth2Conf {
     /// Merges with the level above; errors name what is wrong (the directive's own place is
     /// added by the caller where it has one).
     pub(super) fn merge(&mut self, prev: &OAuth2Conf) -> Result<(), String> {
-        if self.trust == super::TRUST_UNSET {
-            self.trust = if prev.trust == super::TRUST_UNSET {
-                0
-            } else {
-                prev.trust
-            };
-        }
+        merge_uint(&mut self.trust, prev.trust, 0);
         if self.enable == NGX_CONF_UNSET_FLAG {
-            self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
-                0
-            } else {
-                prev.enable
-            };
             self.enable_source = prev.enable_source.clone();
         }
-        if self.jwks_url.is_none() {
-            self.jwks_url = prev.jwks_url.clone();
-        }
-        if self.introspection_url.is_none() {
-            self.introspection_url = prev.introspection_url.clone();
-        }
-        if self.introspection_headers.is_none() {
-            self.introspection_headers = prev.introspection_headers.clone();
-        }
+        merge_flag(&mut self.enable, prev.enable, 0);
+        inherit(&mut self.jwks_url, &prev.jwks_url);
+        inherit(&mut self.introspection_url, &prev.introspection_url);
+        inherit(&mut self.introspection_headers, &prev.introspection_headers);
         for (list, prev) in [
             (&mut self.issuers, &prev.issuers),
             (&mut self.audiences, &prev.audiences),

@@ -12,7 +12,9 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::{args, invalid_value, merge_msec, LocConf, Source, NGX_CONF_UNSET_MSEC};
+use super::{
+    args, inherit, invalid_value, merge_msec, merge_uint, LocConf, Source, NGX_CONF_UNSET_MSEC,
+};
 use crate::check::call::ExtraHeaders;
 use crate::check::key::{scope_of, Scope};
 use crate::permission::{check_endpoint, parse_args, SubjectArg};
@@ -97,23 +99,13 @@ impl PermissionConf {
     }
 
     pub(super) fn merge(&mut self, prev: &PermissionConf) {
-        if self.trust == super::TRUST_UNSET {
-            self.trust = if prev.trust == super::TRUST_UNSET {
-                0
-            } else {
-                prev.trust
-            };
-        }
-        if self.endpoint.is_none() {
-            self.endpoint = prev.endpoint.clone();
-        }
+        merge_uint(&mut self.trust, prev.trust, 0);
+        inherit(&mut self.endpoint, &prev.endpoint);
         self.scope = self
             .endpoint
             .as_ref()
             .map_or_else(Default::default, |url| scope_of(url.as_str()));
-        if self.headers.is_none() {
-            self.headers = prev.headers.clone();
-        }
+        inherit(&mut self.headers, &prev.headers);
         if self.lines.is_empty() {
             self.lines = prev.lines.clone();
             self.lines_source = prev.lines_source.clone();

@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use super::{
-    args, invalid_value, merge_flag, merge_msec, merge_uint, set_once, LocConf, Source,
+    args, inherit, invalid_value, merge_flag, merge_msec, merge_uint, set_once, LocConf, Source,
     IS_DUPLICATE, NGX_CONF_UNSET_FLAG, NGX_CONF_UNSET_MSEC, NGX_CONF_UNSET_PTR,
     NGX_CONF_UNSET_UINT,
 };
@@ -104,24 +104,12 @@ impl SessionConf {
     }
 
     pub(super) fn merge(&mut self, prev: &SessionConf) {
-        if self.trust == super::TRUST_UNSET {
-            self.trust = if prev.trust == super::TRUST_UNSET {
-                0
-            } else {
-                prev.trust
-            };
-        }
+        merge_uint(&mut self.trust, prev.trust, 0);
         if self.enable == NGX_CONF_UNSET_FLAG {
-            self.enable = if prev.enable == NGX_CONF_UNSET_FLAG {
-                0
-            } else {
-                prev.enable
-            };
             self.enable_source = prev.enable_source.clone();
         }
-        if self.kratos_base.is_none() {
-            self.kratos_base = prev.kratos_base.clone();
-        }
+        merge_flag(&mut self.enable, prev.enable, 0);
+        inherit(&mut self.kratos_base, &prev.kratos_base);
         if self.cookie.is_none() {
             self.cookie = match &prev.cookie {
                 Some(cookie) => Some(cookie.clone()),
@@ -135,9 +123,7 @@ impl SessionConf {
         merge_uint(&mut self.aal, prev.aal, 1);
         merge_flag(&mut self.hide_credentials, prev.hide_credentials, 0);
         merge_flag(&mut self.logout, prev.logout, 0);
-        if self.tokenize_as.is_none() {
-            self.tokenize_as = prev.tokenize_as.clone();
-        }
+        inherit(&mut self.tokenize_as, &prev.tokenize_as);
         // The whoami URL carries the token template, so that the cache key (built from the
         // URL's scope) tells answers with and without a JWT apart.
         self.whoami = match (&self.kratos_base, &self.tokenize_as) {
