@@ -1,5 +1,5 @@
 # The shared cache zone with 4 workers, and logouts that take effect at once: an answer one
-# worker fetched is a hit in every other; a logout through nginx (browser, API, one session,
+# worker fetched (a session, a permission, an access token) is a hit in every other; a logout through nginx (browser, API, one session,
 # the other sessions) or a purge makes the next request of that credential fail on every
 # worker. Which worker answered is told by $pid in a response header; requests go over new
 # connections, which `listen ... reuseport` spreads over the workers.
@@ -16,9 +16,13 @@ my $t = OryTest->new;
 $t->start_kratos;
 $t->start_backend;
 $t->start_keto(tuples => ["documents:readme#viewer\@$JANE"]);
+$t->start_hydra;
 $t->write_config(<<'EOF', worker_processes => $WORKERS);
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_permission_url %%KETO_URL%%;
+    ory_oauth2_jwks_url %%HYDRA_URL%%/.well-known/jwks.json;
+    ory_oauth2_introspection_url %%HYDRA_URL%%/admin/oauth2/introspect;
+    ory_oauth2_issuer %%HYDRA_URL%%;
     ory_cache_zone sessions:10m;
     ory_cache sessions;
 
@@ -31,6 +35,7 @@ $t->write_config(<<'EOF', worker_processes => $WORKERS);
         # Every location's response tells its worker (no location has add_header of its own).
         add_header X-Worker $pid always;
         add_header X-Cache-Status $ory_session_cache_status always;
+        add_header X-OAuth2-Cache $ory_oauth2_cache_status always;
 
         location / {
             ory_session on;
@@ -40,6 +45,12 @@ $t->write_config(<<'EOF', worker_processes => $WORKERS);
         location /docs/ {
             ory_session on;
             ory_permission documents readme viewer;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
+        location /api/ {
+            ory_oauth2 on;
+            proxy_set_header X-Sub $ory_oauth2_subject;
+            proxy_set_header X-Scope $ory_oauth2_scope;
             proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
         }
         location /local/ {
@@ -131,6 +142,41 @@ subtest 'permission answers are shared too' => sub {
     my $bob = on_every_worker('/docs/', Cookie => 'ory_kratos_session=bob-cookie');
     is statuses($bob), join(' ', (403) x $WORKERS), 'someone else is refused on every worker';
     is $t->keto_calls->{count}, 2, 'one more Keto call: the refusal is shared too';
+};
+
+subtest 'access tokens are shared too' => sub {
+    my $cached = sub ($by) { scalar grep { $_->{headers}{'x-oauth2-cache'} eq 'HIT' } values %$by };
+    for my $kind (qw(opaque JWT)) {
+        my $sub = "shared-$kind-subject";
+        my $token = $kind eq 'JWT'
+            ? $t->jwt(claims => { sub => $sub, scp => ['read'] })
+            : $t->opaque_token(claims => { sub => $sub, scope => 'read' });
+        $t->hydra_reset;
+        my $by = on_every_worker('/api/x', Authorization => "Bearer $token");
+        is statuses($by), join(' ', (200) x $WORKERS), "$kind: let through on every worker";
+        # The first request verified or introspected it; the other workers found it in the zone.
+        is $cached->($by), $WORKERS - 1, "$kind: the other workers answer from the zone";
+        is $by->{$_}{json}{headers}{'x-sub'}, $sub, "$kind: worker $_ passes the subject on" for sort keys %$by;
+        is $by->{$_}{json}{headers}{'x-scope'}, 'read', "$kind: worker $_ passes the scope on" for sort keys %$by;
+        is $t->hydra_calls->{counts}{introspect}, $kind eq 'JWT' ? 0 : 1,
+            "$kind: " . ($kind eq 'JWT' ? 'no introspection' : 'one introspection for all of them');
+    }
+    $t->hydra_reset;
+    my $inactive = on_every_worker('/api/x', Authorization => 'Bearer ory_at_nobody-knows-this');
+    is statuses($inactive), join(' ', (401) x $WORKERS), 'an inactive token: 401 on every worker';
+    is $t->hydra_calls->{counts}{introspect}, 1, 'one introspection: the refusal is shared too';
+
+    # A purge by identity id drops the tokens of that subject (Hydra's subject is the Kratos
+    # identity id): the next request asks Hydra again.
+    my $token = $t->opaque_token(claims => { sub => 'purged-subject' });
+    on_every_worker('/api/x', Authorization => "Bearer $token");
+    $t->hydra_reset;
+    my $r = $t->request(method => 'DELETE', path => '/purge?identity_id=purged-subject');
+    is_deeply $r->{json}, { purged => 1 }, 'the purge counts the token';
+    my $again = $t->get('/api/x', Authorization => "Bearer $token");
+    is $again->{status}, 200, 'still active at Hydra: 200';
+    is $again->{headers}{'x-oauth2-cache'}, 'MISS', 'after the purge: not from the cache';
+    is $t->hydra_calls->{counts}{introspect}, 1, 'Hydra asked again';
 };
 
 subtest 'a cold burst across the workers' => sub {

@@ -3,6 +3,7 @@
 //! drives these for each check; the checks themselves (`crate::session`, ...) say how to
 //! find a credential, whom to ask and what the answer means.
 
+pub mod bytes;
 pub mod cache;
 pub mod call;
 pub mod client;

@@ -116,6 +116,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         mcf.max_pending as usize,
         mcf.max_oauth2_timeout as u64,
         &mcf.jwks,
+        &zones,
     );
     permission::init_worker(
         mcf.permission_cache_size as usize,

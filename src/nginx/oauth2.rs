@@ -20,20 +20,22 @@ use ngx::ffi::{
     NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::ngx_log_error;
-use tokio::task::AbortHandle;
 
 use super::access::Check;
+use super::answers::Answers;
 use super::conf::{LocConf, OAuth2Conf};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_OAUTH2};
+use super::zone::Shared;
 use super::{bridge, headers, request, status};
 use crate::check::cache::{CacheStatus, Lookup};
 use crate::check::call::CallError;
 use crate::check::decision::{Decision, Outcome};
+use crate::check::front::{Front, ZoneAccess};
 use crate::check::inflight::{CallId, JoinError, Joined};
 use crate::check::key::{CacheKey, Scope, Tag};
 use crate::check::metrics::CheckMetrics;
-use crate::check::table::Table;
+use crate::check::zone::{Ids, Kind};
 use crate::oauth2::challenge::{www_authenticate, Challenge};
 use crate::oauth2::claims::Claims;
 use crate::oauth2::client::{fetch_jwks, introspect};
@@ -43,6 +45,7 @@ use crate::oauth2::jwks_cache::{Fetch, FetchReport, JwksCache, KeysFor, KidDecis
 use crate::oauth2::jwt::{verify, JwtError};
 use crate::oauth2::outcome::Refusal;
 use crate::oauth2::rules::Rules;
+use crate::oauth2::stored;
 use crate::oauth2::token::{bearer_value, is_session_token, BearerToken, TokenShape};
 use crate::oauth2::{HYDRA, JWKS_ENDPOINT};
 
@@ -76,8 +79,9 @@ pub struct OAuth2State {
 #[derive(Default)]
 struct Parked {
     waiting: Waiting,
-    /// While the request waits for keys: the JWT to verify when they come, and its key.
-    pending_jwt: Option<(Box<str>, CacheKey)>,
+    /// While the request waits for keys: the JWT to verify when they come, its key and where
+    /// its answer goes.
+    pending_jwt: Option<(Box<str>, CacheKey, Place)>,
     wait: Wait,
 }
 
@@ -115,7 +119,7 @@ impl Drop for Parked {
         let Some(call) = self.wait.call else { return };
         let waiter: *mut Wait = &mut self.wait;
         with_worker(|w| match self.waiting {
-            Waiting::Introspection => w.tokens.detach(call, waiter),
+            Waiting::Introspection => w.tokens.table.detach(call, waiter),
             Waiting::Keys(scope) => {
                 if let Some(slot) = w.key_sets.get_mut(&scope) {
                     slot.waiters.retain(|&p| p != waiter);
@@ -155,10 +159,94 @@ impl Drop for KeySlot {
 /// A worker's tokens: verified tokens and introspection answers, introspection calls in
 /// flight, and a key set per JWKS URL.
 struct Worker {
-    tokens: Table<Rc<Verified>, *mut Wait, AbortHandle>,
+    tokens: Answers<Rc<Verified>>,
     /// Boxed: the refresh timer must not move.
     key_sets: HashMap<Scope, Box<KeySlot>>,
     fetch_timeout: Duration,
+}
+
+/// Where a location's answers are kept: this worker's cache (`zone` 0), or the shared zone
+/// numbered `zone` with its revocation generation when the check began (an answer that a
+/// revocation overtook is not stored).
+#[derive(Clone, Copy)]
+struct Place {
+    zone: usize,
+    generation: u64,
+}
+
+impl Place {
+    fn of(lcf: &LocConf, tokens: &mut Answers<Rc<Verified>>) -> Place {
+        match zoned(tokens, lcf.cache) {
+            Some((_, shared)) => Place {
+                zone: lcf.cache,
+                generation: shared.generation(),
+            },
+            None => Place {
+                zone: 0,
+                generation: 0,
+            },
+        }
+    }
+}
+
+/// This worker's front cache of zone number `zone`, and the zone.
+fn zoned(
+    tokens: &mut Answers<Rc<Verified>>,
+    zone: usize,
+) -> Option<&mut (Front<Rc<Verified>>, Shared)> {
+    zone.checked_sub(1).and_then(|i| tokens.fronts.get_mut(i))
+}
+
+/// Keeps a verified token (or an active introspection answer) until `until_ms`.
+fn remember(w: &mut Worker, place: Place, key: CacheKey, verified: &Rc<Verified>, until_ms: u64) {
+    let now = now_ms();
+    match zoned(&mut w.tokens, place.zone) {
+        Some((front, shared)) => {
+            let bytes = stored::encode(&verified.claims, verified.missing_scope.as_deref());
+            // A purge by identity id drops the tokens of that subject too: Hydra's subject
+            // is the Kratos identity id when Kratos logs users in.
+            let ids = Ids {
+                session: b"",
+                identity: verified.claims.sub.as_deref().unwrap_or("").as_bytes(),
+            };
+            let value = verified.clone();
+            front.store(
+                shared,
+                key,
+                place.generation,
+                value,
+                &bytes,
+                ids,
+                now,
+                until_ms,
+            );
+        }
+        None => w
+            .tokens
+            .table
+            .cache
+            .insert(key, verified.clone(), now, until_ms),
+    }
+    w.tokens.table.report_cache();
+}
+
+/// Keeps a refusal, for `ory_oauth2_cache_negative_ttl`.
+fn remember_refusal(w: &mut Worker, place: Place, key: CacheKey) {
+    let now = now_ms();
+    match zoned(&mut w.tokens, place.zone) {
+        Some((front, shared)) => front.store_negative(shared, key, now),
+        None => w.tokens.table.cache.insert_negative(key, now),
+    }
+    w.tokens.table.report_cache();
+}
+
+/// A zone entry's bytes as the token they were.
+fn decode(bytes: &[u8]) -> Option<Rc<Verified>> {
+    let (claims, missing_scope) = stored::decode(bytes)?;
+    Some(Rc::new(Verified {
+        claims,
+        missing_scope,
+    }))
 }
 
 thread_local! {
@@ -189,10 +277,18 @@ pub unsafe fn init_worker(
     max_pending: usize,
     call_timeout_ms: u64,
     key_sets: &[(Scope, Arc<reqwest::Url>, Policy, usize)],
+    zones: &[Shared],
 ) {
     let call_timeout = Duration::from_millis(call_timeout_ms);
     let worker = Worker {
-        tokens: Table::new(cache_size, max_pending, call_timeout, metrics()),
+        tokens: Answers::new(
+            Kind::OAuth2,
+            cache_size,
+            max_pending,
+            call_timeout_ms,
+            metrics(),
+            zones,
+        ),
         key_sets: HashMap::new(),
         fetch_timeout: call_timeout,
     };
@@ -225,7 +321,7 @@ pub unsafe fn init_worker(
 pub fn shutdown_worker() {
     WORKER.with(|w| {
         if let Some(mut w) = w.borrow_mut().take() {
-            w.tokens.shut_down();
+            w.tokens.table.shut_down();
         }
     });
 }
@@ -439,8 +535,13 @@ unsafe fn find_answer(
     };
     state.took_token = true;
     let found = with_worker(|w| {
-        let key = w.tokens.hasher.key(conf.scope, TAG_TOKEN, b"", value);
-        look_up(w, conf, state, key).unwrap_or_else(|| check_token(r, w, conf, state, value, key))
+        let place = Place::of(lcf, &mut w.tokens);
+        let key = match zoned(&mut w.tokens, place.zone) {
+            Some((front, _)) => front.hasher.key(conf.scope, TAG_TOKEN, b"", value),
+            None => w.tokens.table.hasher.key(conf.scope, TAG_TOKEN, b"", value),
+        };
+        look_up(w, conf, state, place, key)
+            .unwrap_or_else(|| check_token(r, w, conf, state, value, place, key))
     });
     match found {
         Some(Found::Answer(outcome, answer, reason)) => {
@@ -479,21 +580,24 @@ fn look_up(
     w: &mut Worker,
     conf: &OAuth2Conf,
     state: &mut OAuth2State,
+    place: Place,
     key: CacheKey,
 ) -> Option<Found> {
-    let bypass = !w.tokens.caching() || conf.cache_ttl == 0;
-    let lookup = w.tokens.cache.lookup(
-        key,
-        now_ms(),
-        conf.cache_ttl as u64,
-        conf.negative_ttl as u64,
-    );
-    if matches!(lookup, Lookup::Expired) {
-        w.tokens.report_cache();
-    }
+    let bypass = !(place.zone != 0 || w.tokens.table.caching()) || conf.cache_ttl == 0;
+    let (now, ttl, negative_ttl) = (now_ms(), conf.cache_ttl as u64, conf.negative_ttl as u64);
+    let lookup = match zoned(&mut w.tokens, place.zone) {
+        Some((front, shared)) => front.lookup(shared, key, now, ttl, negative_ttl, decode).0,
+        None => {
+            let lookup = w.tokens.table.cache.lookup(key, now, ttl, negative_ttl);
+            if matches!(lookup, Lookup::Expired) {
+                w.tokens.table.report_cache();
+            }
+            lookup
+        }
+    };
     let cached = matches!(lookup, Lookup::Hit(_) | Lookup::NegativeHit);
     if !bypass {
-        if let Some(m) = w.tokens.metrics {
+        if let Some(m) = w.tokens.table.metrics {
             m.cache_lookup(cached);
         }
     }
@@ -532,6 +636,7 @@ unsafe fn check_token(
     conf: &OAuth2Conf,
     state: &mut OAuth2State,
     value: &[u8],
+    place: Place,
     key: CacheKey,
 ) -> Found {
     let token = match BearerToken::parse(value) {
@@ -550,11 +655,11 @@ unsafe fn check_token(
     match (token.shape(), &conf.jwks_url, &conf.introspection_url) {
         (TokenShape::Jwt, Some(_), _) => {
             let waiter = parked_wait(state);
-            verify_jwt(w, conf, token.as_str(), key, waiter, state)
+            verify_jwt(w, conf, token.as_str(), place, key, waiter, state)
         }
         (_, _, Some(_)) => {
             let waiter = parked_wait(state);
-            start_introspection(r, w, conf, token.as_str(), key, waiter)
+            start_introspection(r, w, conf, token.as_str(), place, key, waiter)
         }
         (TokenShape::Opaque, _, None) => Found::Answer(
             Outcome::Unauthenticated,
@@ -592,14 +697,13 @@ fn verdict(verified: &Verified) -> (Outcome, Answer) {
 fn judge_claims(
     w: &mut Worker,
     rules: &Rules,
+    place: Place,
     key: CacheKey,
     claims: Claims,
 ) -> (Outcome, Answer, String, Option<Rc<Verified>>) {
-    let now = now_ms();
     match rules.check(&claims, unix_now()) {
         Err(Refusal::InvalidToken(reason)) => {
-            w.tokens.cache.insert_negative(key, now);
-            w.tokens.report_cache();
+            remember_refusal(w, place, key);
             (
                 Outcome::Unauthenticated,
                 Answer::InvalidToken,
@@ -620,8 +724,7 @@ fn judge_claims(
                 claims,
                 missing_scope,
             });
-            w.tokens.cache.insert(key, verified.clone(), now, until);
-            w.tokens.report_cache();
+            remember(w, place, key, &verified, until);
             let (outcome, answer) = verdict(&verified);
             (outcome, answer, reason, Some(verified))
         }
@@ -633,6 +736,7 @@ unsafe fn verify_jwt(
     w: &mut Worker,
     conf: &OAuth2Conf,
     token: &str,
+    place: Place,
     key: CacheKey,
     waiter: *mut Wait,
     state: &mut OAuth2State,
@@ -648,10 +752,10 @@ unsafe fn verify_jwt(
     let now = Instant::now();
     let keys = match slot.cache.for_request(now) {
         KeysFor::Ready(keys) => keys,
-        KeysFor::Wait => return wait_for_keys(conf, slot, token, key, waiter, state),
+        KeysFor::Wait => return wait_for_keys(conf, slot, token, place, key, waiter, state),
         KeysFor::Start(fetch) => {
             start_fetch(slot, fetch, timeout);
-            return wait_for_keys(conf, slot, token, key, waiter, state);
+            return wait_for_keys(conf, slot, token, place, key, waiter, state);
         }
         KeysFor::Unavailable => {
             return Found::Reason(
@@ -671,15 +775,16 @@ unsafe fn verify_jwt(
     };
     match verify(token, &keys) {
         Ok(claims) => {
-            let (outcome, answer, reason, verified) = judge_claims(w, &conf.rules, key, claims);
+            let (outcome, answer, reason, verified) =
+                judge_claims(w, &conf.rules, place, key, claims);
             state.verified = verified;
             Found::Reason(outcome, answer, reason)
         }
         Err(JwtError::UnknownKid) => match slot.cache.on_unknown_kid(now) {
-            KidDecision::Wait => wait_for_keys(conf, slot, token, key, waiter, state),
+            KidDecision::Wait => wait_for_keys(conf, slot, token, place, key, waiter, state),
             KidDecision::Start(fetch) => {
                 start_fetch(slot, fetch, timeout);
-                wait_for_keys(conf, slot, token, key, waiter, state)
+                wait_for_keys(conf, slot, token, place, key, waiter, state)
             }
             KidDecision::Refuse => Found::Answer(
                 Outcome::Unauthenticated,
@@ -695,8 +800,7 @@ unsafe fn verify_jwt(
             ),
         },
         Err(e) => {
-            w.tokens.cache.insert_negative(key, now_ms());
-            w.tokens.report_cache();
+            remember_refusal(w, place, key);
             Found::Answer(Outcome::Unauthenticated, Answer::InvalidToken, e.as_str())
         }
     }
@@ -706,6 +810,7 @@ fn wait_for_keys(
     conf: &OAuth2Conf,
     slot: &mut KeySlot,
     token: &str,
+    place: Place,
     key: CacheKey,
     waiter: *mut Wait,
     state: &mut OAuth2State,
@@ -719,7 +824,7 @@ fn wait_for_keys(
     };
     slot.waiters.push(waiter);
     if let Some(parked) = state.parked.as_deref_mut() {
-        parked.pending_jwt = Some((token.into(), key));
+        parked.pending_jwt = Some((token.into(), key, place));
     }
     Found::Waits(fetch.id, Waiting::Keys(conf.jwks_scope))
 }
@@ -736,14 +841,14 @@ unsafe fn keys_arrived(waiter: *mut Wait) {
     };
     let conf = &lcf.oauth2;
     let state = &mut (*ctx).oauth2;
-    let Some((token, key)) = state
+    let Some((token, key, place)) = state
         .parked
         .as_deref_mut()
         .and_then(|p| p.pending_jwt.take())
     else {
         return;
     };
-    let found = with_worker(|w| verify_jwt(w, conf, &token, key, waiter, state));
+    let found = with_worker(|w| verify_jwt(w, conf, &token, place, key, waiter, state));
     let state = &mut (*ctx).oauth2;
     match found {
         Some(Found::Waits(call, waiting)) => {
@@ -786,6 +891,7 @@ unsafe fn start_introspection(
     w: &mut Worker,
     conf: &OAuth2Conf,
     token: &str,
+    place: Place,
     key: CacheKey,
     waiter: *mut Wait,
 ) -> Found {
@@ -801,9 +907,11 @@ unsafe fn start_introspection(
         .clone()
         .unwrap_or_else(|| Vec::new().into());
     let rules = conf.rules.clone();
-    let timeout = w.tokens.call_timeout;
+    let timeout = w.tokens.table.call_timeout;
     let token = token.to_owned();
-    let joined = w.tokens.calls.join_or_start(key, waiter, now_ms(), |id| {
+    let (zone, generation) = (place.zone, place.generation);
+    let calls = &mut w.tokens.table.calls;
+    let joined = calls.join_or_start_in(key, zone, generation, waiter, now_ms(), |id| {
         bridge::spawn(
             id,
             conf.trust,
@@ -816,7 +924,7 @@ unsafe fn start_introspection(
     });
     match joined {
         Ok(Joined::Started(id)) => {
-            if let Some(m) = w.tokens.metrics {
+            if let Some(m) = w.tokens.table.metrics {
                 m.call_started();
             }
             log::debug!(r, "ory_oauth2: introspection call #{id} started");
@@ -827,10 +935,10 @@ unsafe fn start_introspection(
             Found::Waits(id, Waiting::Introspection)
         }
         Err(JoinError::Full) => {
-            let reason = if w.tokens.log_shed(now_ms()) {
+            let reason = if w.tokens.table.log_shed(now_ms()) {
                 format!(
                     "{} introspection calls already in flight (ory_session_max_pending), request refused",
-                    w.tokens.calls.len()
+                    w.tokens.table.calls.len()
                 )
             } else {
                 String::new()
@@ -848,16 +956,19 @@ unsafe fn start_introspection(
 /// Called by the bridge, on the nginx thread, for every finished introspection.
 fn on_introspection_done(id: CallId, (rules, result): IntrospectionResult) {
     let concluded = with_worker(|w| {
-        let call = w.tokens.calls.complete(id)?;
+        let call = w.tokens.table.calls.complete(id)?;
         let now = now_ms();
-        if let Some(m) = w.tokens.metrics {
+        if let Some(m) = w.tokens.table.metrics {
             m.call_ended(Some(now.saturating_sub(call.started_ms)));
         }
+        let place = Place {
+            zone: call.zone,
+            generation: call.generation,
+        };
         let judged = match result {
             Err(e) => (e.outcome(), Answer::InvalidToken, e.describe(&HYDRA), None),
             Ok(Introspection::Invalid { reason }) => {
-                w.tokens.cache.insert_negative(call.key, now);
-                w.tokens.report_cache();
+                remember_refusal(w, place, call.key);
                 (
                     Outcome::Unauthenticated,
                     Answer::InvalidToken,
@@ -865,7 +976,7 @@ fn on_introspection_done(id: CallId, (rules, result): IntrospectionResult) {
                     None,
                 )
             }
-            Ok(Introspection::Active(claims)) => judge_claims(w, &rules, call.key, claims),
+            Ok(Introspection::Active(claims)) => judge_claims(w, &rules, place, call.key, claims),
         };
         Some((call.waiters, judged))
     })
@@ -902,7 +1013,7 @@ unsafe extern "C" fn on_timeout(ev: *mut ngx_event_t) {
                 .as_ref()
                 .map_or(Waiting::Nothing, |p| p.waiting);
             with_worker(|w| match waiting {
-                Waiting::Introspection => w.tokens.detach(call, wait),
+                Waiting::Introspection => w.tokens.table.detach(call, wait),
                 Waiting::Keys(scope) => {
                     if let Some(slot) = w.key_sets.get_mut(&scope) {
                         slot.waiters.retain(|&p| p != wait);

@@ -30,7 +30,7 @@ pub struct Claims {
     pub scope_text: Box<str>,
     /// Every top-level member as header-safe text, sorted by name: strings as is, numbers
     /// and booleans as text, null as "", objects and arrays as compact JSON.
-    texts: Box<[(Box<str>, Box<str>)]>,
+    pub(super) texts: Box<[(Box<str>, Box<str>)]>,
 }
 
 /// Where the claims come from: the two write scopes differently.

@@ -27,6 +27,7 @@ pub mod jwt;
 pub mod outcome;
 pub mod rules;
 pub mod scope;
+pub mod stored;
 pub mod token;
 
 use crate::check::call::Service;

@@ -3,6 +3,7 @@
 //! stored. Plain Rust; the zone never holds the credential, only its keyed hash.
 
 use super::model::Session;
+use crate::check::bytes::{put, Reader};
 
 const VERSION: u8 = 1;
 
@@ -44,40 +45,6 @@ pub fn encode(s: &Session) -> Vec<u8> {
     out
 }
 
-fn put(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.bytes(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.bytes(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.bytes(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn string(&mut self) -> Option<Box<str>> {
-        let n = self.u32()? as usize;
-        let b = self.bytes(n)?;
-        core::str::from_utf8(b).ok().map(Into::into)
-    }
-}
-
 /// The session `encode` made; `None` for bytes it did not make (a zone kept across a reload
 /// by another version of the module is refused when it is attached, this is the backstop).
 pub fn decode(bytes: &[u8]) -> Option<Session> {
@@ -101,14 +68,14 @@ pub fn decode(bytes: &[u8]) -> Option<Session> {
     let tokenized = if has_token { Some(r.string()?) } else { None };
     let n = r.u32()? as usize;
     // Each trait takes at least 8 bytes: a count larger than what is left is not ours.
-    if n > r.0.len() / 8 {
+    if n > r.left() / 8 {
         return None;
     }
     let mut traits = Vec::with_capacity(n);
     for _ in 0..n {
         traits.push((r.string()?, r.string()?));
     }
-    if !r.0.is_empty() {
+    if !r.is_done() {
         return None;
     }
     Some(Session {
