@@ -2,7 +2,7 @@
 # recently used entries without failing a request; the entries survive a reload that keeps
 # the zone's name and size, and a zone of another size starts empty; configuration mistakes
 # are `nginx -t` errors that name the directive and its place. t/59-zone-scale.t has the
-# 1,000 users, and shares this file's configuration.
+# 1,000 users; both use OryTest::zone_config.
 use v5.36;
 use Test::More;
 use FindBin;
@@ -10,36 +10,6 @@ use lib "$FindBin::Bin/lib";
 use OryTest qw(wrong_identities);
 
 my $WORKERS = 4;
-
-sub config ($zone, %o) {
-    my $front = defined $o{front} ? "ory_session_cache_size $o{front};" : '';
-    return <<"EOF";
-    ory_session_kratos_url %%KRATOS_URL%%;
-    ory_cache_zone sessions:$zone;
-    $front
-
-    server {
-        listen 127.0.0.1:%%HTTP_PORT%% reuseport;
-        add_header X-Worker \$pid always;
-        add_header X-Cache-Status \$ory_session_cache_status always;
-
-        location / {
-            ory_cache sessions;
-            ory_session on;
-            proxy_set_header X-User-Id \$ory_user_id;
-            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
-        }
-        location /local/ {
-            ory_session on;
-            proxy_set_header X-User-Id \$ory_user_id;
-            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
-        }
-        location = /status {
-            ory_session_status;
-        }
-    }
-EOF
-}
 
 # Waits until the old workers of a reload are gone, so that new connections reach new ones.
 sub settled ($t) {
@@ -51,14 +21,9 @@ sub settled ($t) {
     }, timeout => 10) or die "old workers did not exit\n";
 }
 
-sub series ($t, $name) {
-    my ($v) = $t->get('/status')->{body} =~ /^ory_cache_zone_\Q$name\E\{zone="sessions"\} (\d+)$/m;
-    return $v;
-}
-
 subtest 'a full zone evicts the least recently used, and fails no request' => sub {
     # No front cache: every lookup goes to the zone, so its LRU order is what is tested.
-    my $t = OryTest->new->serve(config('256k', front => 0), worker_processes => $WORKERS);
+    my $t = OryTest->new->serve(OryTest::zone_config('256k', front => 0), worker_processes => $WORKERS);
     my ($hot, @cold) = $t->users(801, 0);
     my ($bad, $hot_bad) = (0, 0);
     for my $u (@cold) {
@@ -67,8 +32,8 @@ subtest 'a full zone evicts the least recently used, and fails no request' => su
     }
     is $bad, 0, '800 users let through with their own identity while the zone churns';
     is $hot_bad, 0, 'and the one used all along';
-    my $evictions = series($t, 'evictions_total');
-    my $entries = series($t, 'entries');
+    my $evictions = $t->zone_series('evictions_total');
+    my $entries = $t->zone_series('entries');
     cmp_ok $evictions, '>', 0, "the zone evicted ($evictions entries, $entries held)";
     note "a 256k zone holds $entries sessions of the Kratos double";
     cmp_ok $entries, '<', 800, 'it could not hold them all';
@@ -84,10 +49,10 @@ subtest 'a full zone evicts the least recently used, and fails no request' => su
 };
 
 subtest 'reload: the zone keeps its entries, unless its size changes' => sub {
-    my $t = OryTest->new->serve(config('1m'), worker_processes => $WORKERS);
+    my $t = OryTest->new->serve(OryTest::zone_config('1m'), worker_processes => $WORKERS);
     my @users = $t->users(50, 0);
     $t->parallel_get([map { ['/', $_->cookie] } @users]);
-    my $before = series($t, 'entries');
+    my $before = $t->zone_series('entries');
     is $before, 50, 'the zone holds 50 sessions';
     $t->reload;
     settled($t);
@@ -97,14 +62,14 @@ subtest 'reload: the zone keeps its entries, unless its size changes' => sub {
     is $t->kratos_calls->{count}, 0, 'from the zone kept across the reload';
     is scalar(grep { $_->{headers}{'x-cache-status'} eq 'HIT' } @$res), 50, 'every request a hit';
 
-    $t->write_config(config('2m'), worker_processes => $WORKERS);
+    $t->write_config(OryTest::zone_config('2m'), worker_processes => $WORKERS);
     $t->reload;
     settled($t);
     $t->kratos_reset;
     $res = $t->parallel_get([map { ['/', $_->cookie] } @users]);
     is wrong_identities($res, @users), 0, 'after a reload with another size, every user is let through';
     is $t->kratos_calls->{count}, 50, 'a zone of another size starts empty: each session is asked for again';
-    is series($t, 'size_bytes'), 2 * 1024 * 1024, 'the new size is in use';
+    is $t->zone_series('size_bytes'), 2 * 1024 * 1024, 'the new size is in use';
 };
 
 subtest 'configuration errors name the directive and its place' => sub {

@@ -9,41 +9,6 @@ use OryTest qw(wrong_identities);
 
 my $WORKERS = 4;
 
-sub config ($zone, %o) {
-    my $front = defined $o{front} ? "ory_session_cache_size $o{front};" : '';
-    return <<"EOF";
-    ory_session_kratos_url %%KRATOS_URL%%;
-    ory_cache_zone sessions:$zone;
-    $front
-
-    server {
-        listen 127.0.0.1:%%HTTP_PORT%% reuseport;
-        add_header X-Worker \$pid always;
-        add_header X-Cache-Status \$ory_session_cache_status always;
-
-        location / {
-            ory_cache sessions;
-            ory_session on;
-            proxy_set_header X-User-Id \$ory_user_id;
-            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
-        }
-        location /local/ {
-            ory_session on;
-            proxy_set_header X-User-Id \$ory_user_id;
-            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
-        }
-        location = /status {
-            ory_session_status;
-        }
-    }
-EOF
-}
-
-sub series ($t, $name) {
-    my ($v) = $t->get('/status')->{body} =~ /^ory_cache_zone_\Q$name\E\{zone="sessions"\} (\d+)$/m;
-    return $v;
-}
-
 # 20 rounds; in each, every user makes one request, 250 users at a time, each on a new
 # connection. Returns (requests answered with the user's own identity, whoami calls).
 sub rounds ($t, $path, @users) {
@@ -60,7 +25,7 @@ sub rounds ($t, $path, @users) {
 }
 
 subtest '1,000 credentials x 20 requests over new connections' => sub {
-    my $t = OryTest->new->serve(config('10m'), worker_processes => $WORKERS);
+    my $t = OryTest->new->serve(OryTest::zone_config('10m'), worker_processes => $WORKERS);
     my @users = $t->users(1000, 0);
     my ($ok, $calls) = rounds($t, '/', @users);
     is $ok, 20_000, 'every request is let through with its own identity';
@@ -70,7 +35,7 @@ subtest '1,000 credentials x 20 requests over new connections' => sub {
     cmp_ok $calls_local, '>', 2000, "without the zone: $calls_local whoami calls (each worker asks for itself)";
     note "1,000 credentials x 20 requests, $WORKERS workers: $calls whoami calls with the zone, "
         . "$calls_local without";
-    my ($entries, $bytes) = (series($t, 'entries'), series($t, 'entry_bytes'));
+    my ($entries, $bytes) = ($t->zone_series('entries'), $t->zone_series('entry_bytes'));
     note sprintf 'zone: %d entries, %.0f bytes per entry', $entries, $bytes / $entries;
     is $entries, 1000, 'the zone holds the 1,000 sessions';
 };

@@ -761,6 +761,45 @@ sub give_up ($why) {
     exit 1;
 }
 
+# The configuration of the zone tests (t/58, t/59): `/` keeps its sessions in the zone
+# `sessions` of SIZE, `/local/` in the worker's own cache, and `/status` shows the zone;
+# front => N sets the front cache's size (ory_session_cache_size).
+sub zone_config ($zone, %o) {
+    my $front = defined $o{front} ? "ory_session_cache_size $o{front};" : '';
+    return <<"EOF";
+    ory_session_kratos_url %%KRATOS_URL%%;
+    ory_cache_zone sessions:$zone;
+    $front
+
+    server {
+        listen 127.0.0.1:%%HTTP_PORT%% reuseport;
+        add_header X-Worker \$pid always;
+        add_header X-Cache-Status \$ory_session_cache_status always;
+
+        location / {
+            ory_cache sessions;
+            ory_session on;
+            proxy_set_header X-User-Id \$ory_user_id;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
+        location /local/ {
+            ory_session on;
+            proxy_set_header X-User-Id \$ory_user_id;
+            proxy_pass http://127.0.0.1:%%BACKEND_PORT%%;
+        }
+        location = /status {
+            ory_session_status;
+        }
+    }
+EOF
+}
+
+# A series of the zone `sessions` on the status page, e.g. zone_series('entries').
+sub zone_series ($self, $name) {
+    my ($v) = $self->get('/status')->{body} =~ /^ory_cache_zone_\Q$name\E\{zone="sessions"\} (\d+)$/m;
+    return $v;
+}
+
 # Runs a command to completion: (exit code, stdout and stderr together).
 sub run (@cmd) { _run(@cmd) }
 
