@@ -1,6 +1,8 @@
 //! Where a worker keeps the answers of one kind of check: its own cache and calls in flight,
 //! and a front cache before every shared zone of its cycle.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -43,5 +45,47 @@ impl<V: Clone> Answers<V> {
             })
             .collect();
         Answers { table, fronts }
+    }
+}
+
+/// Where a worker keeps one check's answers: set when the worker starts, taken when it stops.
+pub type Slot<V> = RefCell<Option<Answers<V>>>;
+
+/// Sets up the worker's answers in `slot`; called from `init_process` once the bridge runs.
+/// With shared zones, `cache_size` bounds each front cache too.
+#[allow(clippy::too_many_arguments)]
+pub fn start<V: Clone>(
+    slot: &'static LocalKey<Slot<V>>,
+    kind: Kind,
+    cache_size: usize,
+    max_pending: usize,
+    call_timeout_ms: u64,
+    metrics: Option<&'static CheckMetrics>,
+    zones: &[Shared],
+) {
+    let answers = Answers::new(
+        kind,
+        cache_size,
+        max_pending,
+        call_timeout_ms,
+        metrics,
+        zones,
+    );
+    slot.with(|s| *s.borrow_mut() = Some(answers));
+}
+
+/// Runs `f` with the worker's answers; `None` when they are not set up.
+pub fn with<V: Clone, T>(
+    slot: &'static LocalKey<Slot<V>>,
+    f: impl FnOnce(&mut Answers<V>) -> T,
+) -> Option<T> {
+    slot.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+/// Cancels the calls in flight and drops the answers: the worker is stopping.
+pub fn stop<V: Clone>(slot: &'static LocalKey<Slot<V>>) {
+    let answers = slot.with(|s| s.borrow_mut().take());
+    if let Some(mut answers) = answers {
+        answers.table.shut_down();
     }
 }

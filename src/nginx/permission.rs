@@ -15,7 +15,7 @@ use ngx::ffi::{ngx_event_t, ngx_http_request_t};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
-use super::answers::Answers;
+use super::answers::{self, Answers, Slot};
 use super::conf::{Line, LineSubject, LocConf, PermissionConf, Value};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_PERMISSION};
@@ -66,20 +66,20 @@ impl Drop for LineState {
 type Permissions = Answers<()>;
 
 thread_local! {
-    static PERMISSIONS: RefCell<Option<Permissions>> = const { RefCell::new(None) };
+    static PERMISSIONS: Slot<()> = const { RefCell::new(None) };
 }
 
 fn with_permissions<T>(f: impl FnOnce(&mut Permissions) -> T) -> Option<T> {
-    PERMISSIONS.with(|p| p.borrow_mut().as_mut().map(f))
+    answers::with(&PERMISSIONS, f)
 }
 
 fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.permission)
 }
 
-/// With shared zones, `cache_size` bounds each front cache too.
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
-    let permissions = Answers::new(
+    answers::start(
+        &PERMISSIONS,
         Kind::Permission,
         cache_size,
         max_pending,
@@ -87,15 +87,10 @@ pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, 
         metrics(),
         zones,
     );
-    PERMISSIONS.with(|p| *p.borrow_mut() = Some(permissions));
 }
 
 pub fn shutdown_worker() {
-    PERMISSIONS.with(|p| {
-        if let Some(mut permissions) = p.borrow_mut().take() {
-            permissions.table.shut_down();
-        }
-    });
+    answers::stop(&PERMISSIONS);
 }
 
 pub struct PermissionCheck;

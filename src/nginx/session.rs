@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use tokio::task::AbortHandle;
 
 use super::access::Check;
-use super::answers::Answers;
+use super::answers::{self, Answers, Slot};
 use super::conf::{LocConf, SessionConf};
 use super::context::{now_ms, RequestCtx, Wait};
 use super::log::{self, CHECKING_SESSION};
@@ -85,21 +85,20 @@ type Sessions = Answers<Rc<Session>>;
 type SessionTable = Table<Rc<Session>, *mut Wait, AbortHandle>;
 
 thread_local! {
-    static SESSIONS: RefCell<Option<Sessions>> = const { RefCell::new(None) };
+    static SESSIONS: Slot<Rc<Session>> = const { RefCell::new(None) };
 }
 
 fn with_sessions<T>(f: impl FnOnce(&mut Sessions) -> T) -> Option<T> {
-    SESSIONS.with(|s| s.borrow_mut().as_mut().map(f))
+    answers::with(&SESSIONS, f)
 }
 
 fn metrics() -> Option<&'static CheckMetrics> {
     status::metrics().map(|m| &m.session)
 }
 
-/// Sets up the worker's cache and call table; called from `init_process` once the bridge
-/// runs. With shared zones, `cache_size` bounds each front cache too.
 pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, zones: &[Shared]) {
-    let sessions = Answers::new(
+    answers::start(
+        &SESSIONS,
         Kind::Session,
         cache_size,
         max_pending,
@@ -107,15 +106,10 @@ pub fn init_worker(cache_size: usize, max_pending: usize, call_timeout_ms: u64, 
         metrics(),
         zones,
     );
-    SESSIONS.with(|s| *s.borrow_mut() = Some(sessions));
 }
 
 pub fn shutdown_worker() {
-    SESSIONS.with(|s| {
-        if let Some(mut sessions) = s.borrow_mut().take() {
-            sessions.table.shut_down();
-        }
-    });
+    answers::stop(&SESSIONS);
 }
 
 /// The worker's own keys of a credential under every scope in `scopes`, for a logout.
