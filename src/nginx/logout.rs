@@ -13,7 +13,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ngx::core::{Buffer, Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{Buffer, Pool};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_arg, ngx_http_core_run_phases,
     ngx_http_finalize_request, ngx_http_output_filter, ngx_http_output_header_filter_pt,
@@ -22,7 +22,7 @@ use ngx::ffi::{
     NGX_HTTP_GET, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
     NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
+use ngx::http::Request;
 use ngx::ngx_log_error;
 
 use super::access::location_conf;
@@ -263,13 +263,7 @@ pub extern "C" fn set_purge(
     _conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx calls setters with a valid cf in a location context.
-    unsafe {
-        let Some(clcf) = NgxHttpCoreModule::location_conf_mut(&*cf) else {
-            return NGX_CONF_ERROR;
-        };
-        clcf.handler = Some(purge_handler);
-    }
-    NGX_CONF_OK
+    unsafe { super::conf::set_content_handler(cf, purge_handler) }
 }
 
 unsafe extern "C" fn purge_handler(r: *mut ngx_http_request_t) -> ngx_int_t {

@@ -5,14 +5,14 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ngx::core::{Buffer, Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{Buffer, Pool};
 use ngx::ffi::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_output_filter, ngx_http_request_t,
     ngx_http_send_header, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc,
     ngx_slab_pool_t, ngx_str_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
+use ngx::http::Request;
 
 use crate::check::metrics::Metrics;
 
@@ -73,13 +73,7 @@ pub extern "C" fn set_status(
     _conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx calls setters with a valid cf in a location context.
-    unsafe {
-        let Some(clcf) = NgxHttpCoreModule::location_conf_mut(&*cf) else {
-            return NGX_CONF_ERROR;
-        };
-        clcf.handler = Some(status_handler);
-    }
-    NGX_CONF_OK
+    unsafe { super::conf::set_content_handler(cf, status_handler) }
 }
 
 unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
