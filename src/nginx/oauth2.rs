@@ -535,13 +535,15 @@ unsafe fn find_answer(
     };
     state.took_token = true;
     let found = with_worker(|w| {
-        let place = Place::of(lcf, &mut w.tokens);
-        let key = match zoned(&mut w.tokens, place.zone) {
+        let key = match zoned(&mut w.tokens, lcf.cache) {
             Some((front, _)) => front.hasher.key(conf.scope, TAG_TOKEN, b"", value),
             None => w.tokens.table.hasher.key(conf.scope, TAG_TOKEN, b"", value),
         };
-        look_up(w, conf, state, place, key)
-            .unwrap_or_else(|| check_token(r, w, conf, state, value, place, key))
+        look_up(w, conf, state, lcf.cache, key).unwrap_or_else(|| {
+            // Read on a miss only: what the answer is stored with.
+            let place = Place::of(lcf, &mut w.tokens);
+            check_token(r, w, conf, state, value, place, key)
+        })
     });
     match found {
         Some(Found::Answer(outcome, answer, reason)) => {
@@ -574,18 +576,19 @@ unsafe fn find_answer(
     }
 }
 
-/// The cache's answer for the token, if it has one.
+/// The cache's answer for the token, if it has one; `zone` is the location's (`ory_cache`).
 #[inline(always)]
 fn look_up(
     w: &mut Worker,
     conf: &OAuth2Conf,
     state: &mut OAuth2State,
-    place: Place,
+    zone: usize,
     key: CacheKey,
 ) -> Option<Found> {
-    let bypass = !(place.zone != 0 || w.tokens.table.caching()) || conf.cache_ttl == 0;
+    let in_zone = zoned(&mut w.tokens, zone).is_some();
+    let bypass = !(in_zone || w.tokens.table.caching()) || conf.cache_ttl == 0;
     let (now, ttl, negative_ttl) = (now_ms(), conf.cache_ttl as u64, conf.negative_ttl as u64);
-    let lookup = match zoned(&mut w.tokens, place.zone) {
+    let lookup = match zoned(&mut w.tokens, zone) {
         Some((front, shared)) => front.lookup(shared, key, now, ttl, negative_ttl, decode).0,
         None => {
             let lookup = w.tokens.table.cache.lookup(key, now, ttl, negative_ttl);
