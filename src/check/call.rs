@@ -136,7 +136,19 @@ pub fn transport_error(e: reqwest::Error) -> CallError {
         why = Some(err.to_string());
         source = err.source();
     }
-    let mut why = why.unwrap_or_else(|| e.to_string());
+    unreachable(why.unwrap_or_else(|| e.to_string()))
+}
+
+/// A socket's error, described as [`transport_error`] describes reqwest's.
+pub fn io_error(e: std::io::Error) -> CallError {
+    unreachable(match e.raw_os_error() {
+        Some(_) => e.kind().to_string(),
+        None => e.to_string(),
+    })
+}
+
+/// At most 200 bytes, safe in a log line.
+fn unreachable(mut why: String) -> CallError {
     if why.len() > 200 {
         let mut end = 200;
         while !why.is_char_boundary(end) {

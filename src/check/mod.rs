@@ -9,6 +9,7 @@ pub mod call;
 pub mod client;
 pub mod decision;
 pub mod front;
+pub mod http1;
 pub mod inflight;
 pub mod key;
 pub mod metrics;

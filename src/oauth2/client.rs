@@ -1,5 +1,5 @@
 //! The two calls to Hydra: fetching the JWKS and introspecting an opaque token, plus the
-//! checks of the URLs the directives name. The reqwest client is built elsewhere
+//! checks of the URLs the directives name. The client is built elsewhere
 //! (`crate::check::client::build_client`: no redirects, no proxy), so a 3xx is an error and a
 //! token is never handed to a host the configuration does not name.
 
@@ -10,7 +10,8 @@ use reqwest::Url;
 
 use super::introspection::{self, Introspection, FORM_CONTENT_TYPE};
 use super::jwks::{self, KeySet};
-use crate::check::call::{read_body, transport_error, within, CallError};
+use crate::check::call::{within, CallError};
+use crate::check::client::{Client, Request};
 
 /// For `ory_oauth2_jwks_url`: the full URL of the key set, e.g.
 /// `http://hydra:4444/.well-known/jwks.json`.
@@ -84,24 +85,19 @@ pub use crate::check::call::extra_header as introspection_header;
 
 /// `GET` the JWKS. `timeout` bounds the whole call, body included.
 pub async fn fetch_jwks(
-    client: &reqwest::Client,
+    client: &Client,
     url: &Url,
     timeout: Duration,
 ) -> Result<KeySet, CallError> {
     let call = async {
-        let mut response = client
-            .get(url.clone())
-            .header(ACCEPT, "application/jwk-set+json, application/json")
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let content_type = content_type(&response);
-        let body = if status == 200 {
-            read_body(&mut response).await?
-        } else {
-            Vec::new()
-        };
+        let request = Request::get(url).header(
+            ACCEPT,
+            HeaderValue::from_static("application/jwk-set+json, application/json"),
+        );
+        let response = client.send(&request).await?;
+        let status = response.status;
+        let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
+        let body = response.into_body()?;
         jwks::decode_answer(status, content_type.as_deref(), &body)
     };
     within(timeout, call).await
@@ -110,47 +106,30 @@ pub async fn fetch_jwks(
 /// `POST` the token to the introspection endpoint with `extra_headers` (from
 /// [`introspection_header`]). `token` must be a checked bearer token.
 pub async fn introspect(
-    client: &reqwest::Client,
+    client: &Client,
     url: &Url,
     extra_headers: &[(HeaderName, HeaderValue)],
     token: &str,
     timeout: Duration,
 ) -> Result<Introspection, CallError> {
     let call = async {
-        let mut request = client
-            .post(url.clone())
-            .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
-            .header(ACCEPT, "application/json");
+        // The token is only ever in this body, which nothing logs, and is dropped with the
+        // request.
+        let body = introspection::request_body(token).into_bytes();
+        let mut request = Request::post(url, FORM_CONTENT_TYPE, body)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
         for (name, value) in extra_headers {
             let mut value = value.clone();
             value.set_sensitive(true);
             request = request.header(name.clone(), value);
         }
-        // reqwest has no sensitive marker for a body; the token is only ever in this one,
-        // which nothing logs, and is dropped with the request.
-        let mut response = request
-            .body(introspection::request_body(token))
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let content_type = content_type(&response);
-        let body = if status == 200 {
-            read_body(&mut response).await?
-        } else {
-            Vec::new()
-        };
+        let response = client.send(&request).await?;
+        let status = response.status;
+        let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
+        let body = response.into_body()?;
         introspection::decode_answer(status, content_type.as_deref(), &body)
     };
     within(timeout, call).await
-}
-
-fn content_type(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -252,7 +231,7 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(10);
 
-    fn client() -> reqwest::Client {
+    fn client() -> crate::check::client::Client {
         crate::check::client::build_client(&crate::check::client::Trust::System).unwrap()
     }
 
@@ -533,11 +512,13 @@ mod tests {
         let _double = Double(child);
         let base = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
         let http = client();
+        // The double's own control calls, outside the code under test.
+        let plain = reqwest::Client::new();
         let control = |path: &str, body: serde_json::Value| {
-            let http = http.clone();
+            let plain = plain.clone();
             let url = format!("{base}{path}");
             async move {
-                let r = http.post(url).body(body.to_string()).send().await.unwrap();
+                let r = plain.post(url).body(body.to_string()).send().await.unwrap();
                 serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()
             }
         };
@@ -628,7 +609,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err, CallError::Timeout);
-        let calls = http
+        let calls = plain
             .get(format!("{base}/__double/calls"))
             .send()
             .await

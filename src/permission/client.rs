@@ -6,14 +6,15 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use super::answer::decode_answer;
-use crate::check::call::{read_body, transport_error, within, CallError};
+use crate::check::call::{within, CallError};
+use crate::check::client::{Client, Request};
 
 /// Asks Keto whether the tuple in `url` (from [`super::url::check_url`]) is allowed. Sends
 /// nothing from the client's request, only `Accept`. `client` is the worker's client, built
 /// without redirects: a 3xx is an error, and following it would send the tuple where the
 /// `Location` says. `timeout` bounds the whole call, body included.
 pub async fn check(
-    client: &reqwest::Client,
+    client: &Client,
     url: &reqwest::Url,
     extra_headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
@@ -22,28 +23,21 @@ pub async fn check(
 }
 
 async fn call(
-    client: &reqwest::Client,
+    client: &Client,
     url: &reqwest::Url,
     extra_headers: &[(HeaderName, HeaderValue)],
 ) -> Result<bool, CallError> {
-    let mut request = client.get(url.clone()).header(ACCEPT, "application/json");
+    let mut request =
+        Request::get(url).header(ACCEPT, HeaderValue::from_static("application/json"));
     for (name, value) in extra_headers {
         request = request.header(name.clone(), value.clone());
     }
-    let mut response = request.send().await.map_err(transport_error)?;
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let response = client.send(&request).await?;
+    let status = response.status;
+    let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
     // Only a 200 needs its body. The others are read too, so the connection can be reused,
     // but a body that is too large or breaks off does not change their status.
-    let body = match read_body(&mut response).await {
-        Ok(body) => body,
-        Err(e) if status == 200 => return Err(e),
-        Err(_) => Vec::new(),
-    };
+    let body = response.into_body()?;
     decode_answer(status, content_type.as_deref(), &body)
 }
 

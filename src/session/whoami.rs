@@ -3,11 +3,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE};
+use reqwest::header::{
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE,
+};
 
 use super::credential::{CredentialKind, OwnedCredential};
 use super::model::{decode_response, Answer};
-use crate::check::call::{read_body, transport_error, within, CallError};
+use crate::check::call::{within, CallError};
+use crate::check::client::{Client, Request};
 
 /// `base` is the configured Kratos public URL; a path prefix (Ory Network's `/.ory`, a
 /// reverse proxy's `/kratos/`) is kept. Errors are short phrases for `nginx -t`.
@@ -41,7 +44,7 @@ pub fn whoami_url(base: &str) -> Result<reqwest::Url, &'static str> {
 /// used as given, so a caller may add a query (e.g. `tokenize_as`). `timeout` bounds the
 /// whole call, body included.
 pub async fn whoami(
-    client: &reqwest::Client,
+    client: &Client,
     url: &reqwest::Url,
     credential: &OwnedCredential,
     timeout: Duration,
@@ -50,7 +53,7 @@ pub async fn whoami(
 }
 
 async fn call(
-    client: &reqwest::Client,
+    client: &Client,
     url: &reqwest::Url,
     credential: &OwnedCredential,
 ) -> Result<Answer, CallError> {
@@ -70,41 +73,25 @@ async fn call(
     // Keeps the value out of HTTP/2 header compression tables and reqwest's debug output.
     value.set_sensitive(true);
 
-    let mut response = client
-        .get(url.clone())
-        .header(ACCEPT, "application/json")
-        .header(name, value)
-        .send()
-        .await
-        .map_err(transport_error)?;
-
-    let status = response.status().as_u16();
-    let headers = response.headers();
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let request = Request::get(url)
+        .header(ACCEPT, HeaderValue::from_static("application/json"))
+        .header(name, value);
+    let response = client.send(&request).await?;
+    let status = response.status;
+    let text = |name: &str| response.header(name).map(str::to_owned);
     let content_type = text(CONTENT_TYPE.as_str());
     let cache_for = text("ory-session-cache-for");
     let set_cookie = if status == 200 {
-        headers
-            .get_all(reqwest::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        response
+            .headers(SET_COOKIE.as_str())
+            .map(str::to_owned)
             .collect()
     } else {
         Vec::new()
     };
-
     // Only a 200 needs its body; for the others the status is the answer, and a body that
     // is too large or breaks off only costs the 403 its redirect hint.
-    let body = match read_body(&mut response).await {
-        Ok(body) => body,
-        Err(e) if status == 200 => return Err(e),
-        Err(_) => Vec::new(),
-    };
+    let body = response.into_body()?;
     decode_response(
         status,
         content_type.as_deref(),
