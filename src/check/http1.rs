@@ -47,25 +47,39 @@ pub struct Pool {
 
 struct Idle {
     origin: Box<str>,
-    stream: TcpStream,
+    conn: Conn,
     since: Instant,
 }
+
+/// A connection with its read buffer, which stays with it: a fresh 4 KiB buffer per call is
+/// a large allocation for malloc, which then consolidates its free lists every time.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a read buffer starts with, and is cut back to when a large answer grew it.
+const BUF_LEN: usize = 4096;
 
 impl Pool {
     /// The most recently used open connection to `origin`. Connections found closed or idle
     /// too long on the way are dropped.
-    fn take(&self, origin: &str) -> Option<TcpStream> {
+    fn take(&self, origin: &str) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(i) = idle.iter().rposition(|c| &*c.origin == origin) {
             let c = idle.swap_remove(i);
-            if c.since.elapsed() < IDLE_TIMEOUT && is_open(&c.stream) {
-                return Some(c.stream);
+            if c.since.elapsed() < IDLE_TIMEOUT && is_open(&c.conn.stream) {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn put(&self, origin: Box<str>, stream: TcpStream) {
+    fn put(&self, origin: Box<str>, mut conn: Conn) {
+        conn.buf.clear();
+        if conn.buf.capacity() > 16 * BUF_LEN {
+            conn.buf = Vec::with_capacity(BUF_LEN);
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= MAX_IDLE {
             // The oldest goes: it is the likeliest to be closed by the service anyway.
@@ -76,7 +90,7 @@ impl Pool {
         }
         idle.push(Idle {
             origin,
-            stream,
+            conn,
             since: Instant::now(),
         });
     }
@@ -119,13 +133,16 @@ pub async fn send(
     let origin = format!("{host}:{port}");
     let bytes = request_bytes(request, host);
 
-    let mut stream = match pool.take(&origin) {
-        Some(stream) => stream,
-        None => connect(host, port, connect_timeout).await?,
+    let mut conn = match pool.take(&origin) {
+        Some(conn) => conn,
+        None => Conn {
+            stream: connect(host, port, connect_timeout).await?,
+            buf: Vec::with_capacity(BUF_LEN),
+        },
     };
-    let (response, reusable) = exchange(&mut stream, &bytes).await?;
+    let (response, reusable) = exchange(&mut conn, &bytes).await?;
     if reusable {
-        pool.put(origin.into_boxed_str(), stream);
+        pool.put(origin.into_boxed_str(), conn);
     }
     Ok(response)
 }
@@ -242,11 +259,11 @@ enum Framing {
 
 /// Writes the request and reads the answer. Returns whether the connection can carry
 /// another call.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<(Response, bool), CallError> {
+async fn exchange(conn: &mut Conn, request: &[u8]) -> Result<(Response, bool), CallError> {
+    let Conn { stream, buf } = conn;
     stream.write_all(request).await.map_err(io_error)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let (status, head, framing, keep_alive) = loop {
-        let parsed = parse_head(&buf)?;
+        let parsed = parse_head(buf)?;
         if let Some((len, status, head, framing, keep_alive)) = parsed {
             buf.drain(..len);
             // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
@@ -260,7 +277,7 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<(Response, b
                 "the answer's header is larger than {MAX_HEAD_LEN} bytes"
             )));
         }
-        if read_more(stream, &mut buf).await.map_err(io_error)? == 0 {
+        if read_more(stream, buf).await.map_err(io_error)? == 0 {
             let why = if buf.is_empty() {
                 "the connection closed before the answer"
             } else {
@@ -366,7 +383,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 /// needs. A body over [`MAX_ANSWER_LEN`] is not read further.
 async fn read_body(
     stream: &mut TcpStream,
-    mut buf: Vec<u8>,
+    buf: &mut Vec<u8>,
     framing: Framing,
 ) -> (Result<Vec<u8>, CallError>, bool) {
     match framing {
@@ -379,23 +396,21 @@ async fn read_body(
                 return (Err(CallError::TooLarge), false);
             }
             while buf.len() < len {
-                match read_more(stream, &mut buf).await {
+                match read_more(stream, buf).await {
                     Ok(0) => return (Err(closed_in_body()), false),
                     Ok(_) => {}
                     Err(e) => return (Err(io_error(e)), false),
                 }
             }
-            let clean = buf.len() == len;
-            buf.truncate(len);
-            (Ok(buf), clean)
+            (Ok(buf[..len].to_vec()), buf.len() == len)
         }
         Framing::Close => loop {
             if buf.len() > MAX_ANSWER_LEN {
                 return (Err(CallError::TooLarge), false);
             }
-            match read_more(stream, &mut buf).await {
+            match read_more(stream, buf).await {
                 Ok(0) if buf.len() > MAX_ANSWER_LEN => return (Err(CallError::TooLarge), false),
-                Ok(0) => return (Ok(buf), false),
+                Ok(0) => return (Ok(std::mem::take(buf)), false),
                 Ok(_) => {}
                 Err(e) => return (Err(io_error(e)), false),
             }
@@ -403,7 +418,7 @@ async fn read_body(
         Framing::Chunked => {
             let mut chunks = Dechunk::default();
             loop {
-                match chunks.feed(&buf) {
+                match chunks.feed(buf) {
                     Ok(used) => {
                         buf.drain(..used);
                     }
@@ -413,7 +428,7 @@ async fn read_body(
                     let clean = buf.is_empty();
                     return (Ok(chunks.body), clean);
                 }
-                match read_more(stream, &mut buf).await {
+                match read_more(stream, buf).await {
                     Ok(0) => return (Err(closed_in_body()), false),
                     Ok(_) => {}
                     Err(e) => return (Err(io_error(e)), false),

@@ -10,14 +10,24 @@ pub fn header_safe(s: &str) -> Box<str> {
         return s.into();
     }
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_ascii() && is_control(c as u8) {
-            out.push_str(&format!("%{:02X}", c as u8));
-        } else {
-            out.push(c);
-        }
-    }
+    push_header_safe(&mut out, s);
     out.into()
+}
+
+/// [`header_safe`], appended to `out`: no allocation of its own.
+pub fn push_header_safe(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(is_control) {
+        out.push_str(&rest[..i]);
+        let b = rest.as_bytes()[i];
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+        // A control byte is ASCII: i + 1 is a character boundary.
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
 }
 
 pub fn is_control(b: u8) -> bool {
@@ -34,5 +44,8 @@ mod tests {
         assert_eq!(&*header_safe("\u{7f}\t\0"), "%7F%09%00");
         assert_eq!(&*header_safe("100% Zoë ✓"), "100% Zoë ✓");
         assert_eq!(&*header_safe(""), "");
+        let mut out = String::from("x=");
+        push_header_safe(&mut out, "a\r\nb\u{7f}");
+        assert_eq!(out, "x=a%0D%0Ab%7F");
     }
 }

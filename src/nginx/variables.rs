@@ -237,7 +237,7 @@ unsafe extern "C" fn token_claim(
                         .texts()
                         .iter()
                         .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
-                    Some(&**value)
+                    Some(value)
                 })
             })
             .unwrap_or("");

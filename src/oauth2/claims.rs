@@ -4,9 +4,12 @@
 //! The typed fields are raw (rules compare them with configured values); the texts for the
 //! `$ory_oauth2_claim_<name>` variables are header-safe copies of every top-level member.
 
+use std::borrow::Cow;
+use std::fmt::Write;
+
 use serde_json::{Map, Value};
 
-use crate::check::text::header_safe;
+use crate::check::text::{header_safe, is_control, push_header_safe};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
@@ -30,7 +33,241 @@ pub struct Claims {
     pub scope_text: Box<str>,
     /// Every top-level member as header-safe text, sorted by name: strings as is, numbers
     /// and booleans as text, null as "", objects and arrays as compact JSON.
-    pub(super) texts: Box<[(Box<str>, Box<str>)]>,
+    pub(super) texts: Texts,
+}
+
+/// Names and texts, sorted by name, in one buffer: two allocations for any number of
+/// members, where a pair of strings each would cost two per member (an introspection answer
+/// has fifteen), on the client thread that makes them and again on the nginx thread that
+/// drops them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Texts {
+    buf: Box<str>,
+    /// Per member: where its name ends and where its text ends in `buf`; its name starts
+    /// where the previous text ends.
+    ends: Box<[(u32, u32)]>,
+}
+
+impl Texts {
+    /// From (name, text) pairs in any order, both already header-safe.
+    pub fn from_pairs<N: AsRef<str>, T: AsRef<str>>(pairs: Vec<(N, T)>) -> Texts {
+        let mut pairs = pairs;
+        pairs.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        let len = pairs
+            .iter()
+            .map(|(n, t)| n.as_ref().len() + t.as_ref().len())
+            .sum();
+        let mut buf = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(pairs.len());
+        for (name, text) in &pairs {
+            buf.push_str(name.as_ref());
+            let name_end = buf.len();
+            buf.push_str(text.as_ref());
+            ends.push((offset(name_end), offset(buf.len())));
+        }
+        Texts {
+            buf: buf.into(),
+            ends: ends.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn pair(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1].1 as usize
+        };
+        let (name_end, end) = (self.ends[i].0 as usize, self.ends[i].1 as usize);
+        (&self.buf[start..name_end], &self.buf[name_end..end])
+    }
+
+    /// The text of member `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = (low + high) / 2;
+            let (n, text) = self.pair(middle);
+            match n.cmp(name) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(text),
+            }
+        }
+        None
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        (0..self.len()).map(|i| self.pair(i))
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.len() + std::mem::size_of_val(&*self.ends)
+    }
+}
+
+/// The top-level members of a JSON object, sorted by name, as parsed: names and string
+/// values borrowed from the JSON text where they hold no escape (nearly always), other
+/// values as `Value`s. Parsing an answer into a `Map<String, Value>` instead costs an
+/// allocation per name and per string, only to copy them again into the claims.
+pub struct Members<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+
+pub enum Member<'a> {
+    Str(Cow<'a, str>),
+    /// Anything but a string.
+    Other(Value),
+}
+
+impl<'a> Members<'a> {
+    /// Parses `json`, which must be one JSON object. A member named twice keeps its last
+    /// value, as `serde_json::Map` does.
+    pub fn parse(json: &'a [u8]) -> serde_json::Result<Members<'a>> {
+        serde_json::from_slice(json)
+    }
+
+    pub fn from_map(map: &'a Map<String, Value>) -> Members<'a> {
+        Members::sorted(
+            map.iter()
+                .map(|(name, value)| {
+                    let member = match value {
+                        Value::String(s) => Member::Str(Cow::Borrowed(s.as_str())),
+                        other => Member::Other(other.clone()),
+                    };
+                    (Cow::Borrowed(name.as_str()), member)
+                })
+                .collect(),
+        )
+    }
+
+    fn sorted(mut members: Vec<(Cow<'a, str>, Member<'a>)>) -> Members<'a> {
+        // Stable: of the members with one name, the last parsed stays last, and is kept.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
+        for member in members {
+            match kept.last_mut() {
+                Some(last) if last.0 == member.0 => *last = member,
+                _ => kept.push(member),
+            }
+        }
+        Members(kept)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Member<'a>> {
+        let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Member<'a>)> + '_ {
+        self.0.iter().map(|(n, m)| (&**n, m))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Text(name)) = map.next_key::<Text>()? {
+                    members.push((name, map.next_value::<Member>()?));
+                }
+                Ok(Members::sorted(members))
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A JSON string, borrowed when it holds no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Member<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Member<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Member::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Member::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(Member::Other(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Member::Other(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(Member::Other(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+                Ok(Member::Other(Value::from(n)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Member::Other(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::Deserialize;
+                let d = serde::de::value::SeqAccessDeserializer::new(seq);
+                Ok(Member::Other(Value::deserialize(d)?))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::Deserialize;
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                Ok(Member::Other(Value::deserialize(d)?))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// Offsets within a text of at most a few MiB (an answer is at most 1 MiB, and escaping at
+/// most triples it).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Where the claims come from: the two write scopes differently.
@@ -43,12 +280,17 @@ pub enum Source {
 }
 
 impl Claims {
-    /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
-    /// an error rather than absent, so a rule never passes because a claim was unreadable.
+    /// Reads the claims of `object` (tests and callers that hold a parsed map).
     pub fn from_object(
         object: &Map<String, Value>,
         source: Source,
     ) -> Result<Claims, &'static str> {
+        Claims::from_members(&Members::from_map(object), source)
+    }
+
+    /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
+    /// an error rather than absent, so a rule never passes because a claim was unreadable.
+    pub fn from_members(object: &Members<'_>, source: Source) -> Result<Claims, &'static str> {
         let scopes = match source {
             Source::Jwt => jwt_scopes(object)?,
             Source::Introspection => scope_string(object.get("scope"))
@@ -62,12 +304,7 @@ impl Claims {
             // client_id: without this, an ID token would pass for an access token.
             return Err("the token has no client_id, so it is not an access token");
         }
-        let mut texts: Vec<_> = object
-            .iter()
-            .map(|(name, value)| (header_safe(name), text(value)))
-            .collect();
-        // serde_json's map order depends on its features; sort so lookups can bisect.
-        texts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let texts = texts_of(object);
         let scope_text = header_safe(&scopes.iter().map(|s| &**s).collect::<Vec<&str>>().join(" "));
         Ok(Claims {
             sub: string(object, "sub", "the claim sub is not a string")?,
@@ -85,20 +322,17 @@ impl Claims {
                 .ok_or("the claim aud is neither a string nor a list of strings")?,
             token_use: string(object, "token_use", "the claim token_use is not a string")?,
             token_type: string(object, "token_type", "the claim token_type is not a string")?,
-            texts: texts.into_boxed_slice(),
+            texts,
         })
     }
 
     /// The text of a top-level claim, for `$ory_oauth2_claim_<name>`.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.texts
-            .binary_search_by(|(n, _)| (**n).cmp(name))
-            .ok()
-            .map(|i| &*self.texts[i].1)
+        self.texts.get(name)
     }
 
     /// Every claim as (name, text), sorted by name.
-    pub fn texts(&self) -> &[(Box<str>, Box<str>)] {
+    pub fn texts(&self) -> &Texts {
         &self.texts
     }
 
@@ -115,34 +349,29 @@ impl Claims {
             + list(&self.scopes)
             + list(&self.aud)
             + self.scope_text.len()
-            + std::mem::size_of_val(&*self.texts)
-            + self
-                .texts
-                .iter()
-                .map(|(n, v)| n.len() + v.len())
-                .sum::<usize>()
+            + self.texts.heap_bytes()
     }
 }
 
 /// `None` (the outer) when the member has the wrong type; null is absent.
 fn string(
-    object: &Map<String, Value>,
+    object: &Members<'_>,
     name: &str,
     wrong_type: &'static str,
 ) -> Result<Option<Box<str>>, &'static str> {
     match object.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str().into())),
+        None | Some(Member::Other(Value::Null)) => Ok(None),
+        Some(Member::Str(s)) => Ok(Some((**s).into())),
         Some(_) => Err(wrong_type),
     }
 }
 
 /// RFC 7519 NumericDate: seconds, possibly fractional. `None` for a value that is not a
 /// number; `Some(None)` for absent or null.
-fn numeric_date(value: Option<&Value>, round: fn(f64) -> f64) -> Option<Option<i64>> {
+fn numeric_date(value: Option<&Member>, round: fn(f64) -> f64) -> Option<Option<i64>> {
     match value {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::Number(n)) => Some(Some(if let Some(i) = n.as_i64() {
+        None | Some(Member::Other(Value::Null)) => Some(None),
+        Some(Member::Other(Value::Number(n))) => Some(Some(if let Some(i) = n.as_i64() {
             i
         } else if n.is_u64() {
             i64::MAX
@@ -154,11 +383,11 @@ fn numeric_date(value: Option<&Value>, round: fn(f64) -> f64) -> Option<Option<i
     }
 }
 
-fn audiences(value: Option<&Value>) -> Option<Box<[Box<str>]>> {
+fn audiences(value: Option<&Member>) -> Option<Box<[Box<str>]>> {
     match value {
-        None | Some(Value::Null) => Some(Box::default()),
-        Some(Value::String(s)) => Some(vec![s.as_str().into()].into_boxed_slice()),
-        Some(Value::Array(items)) => items
+        None | Some(Member::Other(Value::Null)) => Some(Box::default()),
+        Some(Member::Str(s)) => Some(vec![(**s).into()].into_boxed_slice()),
+        Some(Member::Other(Value::Array(items))) => items
             .iter()
             .map(|v| v.as_str().map(Into::into))
             .collect::<Option<Vec<Box<str>>>>()
@@ -168,10 +397,10 @@ fn audiences(value: Option<&Value>) -> Option<Box<[Box<str>]>> {
 }
 
 /// A space-separated scope string; `Some(None)` for absent or null, `None` for another type.
-fn scope_string(value: Option<&Value>) -> Option<Option<Vec<Box<str>>>> {
+fn scope_string(value: Option<&Member>) -> Option<Option<Vec<Box<str>>>> {
     match value {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(split_scopes(s))),
+        None | Some(Member::Other(Value::Null)) => Some(None),
+        Some(Member::Str(s)) => Some(Some(split_scopes(s))),
         Some(_) => None,
     }
 }
@@ -186,11 +415,11 @@ fn split_scopes(s: &str) -> Vec<Box<str>> {
 /// `scp` (a list, or a string as some issuers write it) and `scope` (a string). When both
 /// are there they must grant the same set: the one a rule reads must not be the one an
 /// issuer forgot to update.
-fn jwt_scopes(object: &Map<String, Value>) -> Result<Vec<Box<str>>, &'static str> {
+fn jwt_scopes(object: &Members<'_>) -> Result<Vec<Box<str>>, &'static str> {
     let scp = match object.get("scp") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(split_scopes(s)),
-        Some(Value::Array(items)) => Some(
+        None | Some(Member::Other(Value::Null)) => None,
+        Some(Member::Str(s)) => Some(split_scopes(s)),
+        Some(Member::Other(Value::Array(items))) => Some(
             items
                 .iter()
                 .map(|v| v.as_str().map(Into::into))
@@ -215,11 +444,43 @@ fn jwt_scopes(object: &Map<String, Value>) -> Result<Vec<Box<str>>, &'static str
     }
 }
 
-fn text(value: &Value) -> Box<str> {
-    match value {
-        Value::String(s) => header_safe(s),
-        Value::Null => "".into(),
-        other => header_safe(&other.to_string()),
+/// The members' texts, written straight into one buffer. Only names with control bytes
+/// (which no issuer sends) cost a copy of their own.
+fn texts_of(object: &Members<'_>) -> Texts {
+    let mut members: Vec<(Cow<str>, &Member)> = object
+        .iter()
+        .map(|(name, value)| {
+            let name = if name.bytes().any(is_control) {
+                Cow::Owned(header_safe(name).into())
+            } else {
+                Cow::Borrowed(name)
+            };
+            (name, value)
+        })
+        .collect();
+    // Escaping may change the order of names: sort again so lookups can bisect.
+    members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut buf = String::with_capacity(members.iter().map(|(n, _)| n.len() + 16).sum());
+    let mut ends = Vec::with_capacity(members.len());
+    let mut json = String::new();
+    for (name, value) in &members {
+        buf.push_str(name);
+        let name_end = buf.len();
+        match value {
+            Member::Str(s) => push_header_safe(&mut buf, s),
+            Member::Other(Value::Null) => {}
+            Member::Other(other) => {
+                json.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(json, "{other}");
+                push_header_safe(&mut buf, &json);
+            }
+        }
+        ends.push((offset(name_end), offset(buf.len())));
+    }
+    Texts {
+        buf: buf.into(),
+        ends: ends.into(),
     }
 }
 
@@ -274,7 +535,7 @@ mod tests {
             Some(r#"{"roles":["admin"],"tenant":"acme"}"#)
         );
         assert_eq!(c.text("missing"), None);
-        let names: Vec<&str> = c.texts().iter().map(|(n, _)| &**n).collect();
+        let names: Vec<&str> = c.texts().iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
             [
@@ -350,9 +611,51 @@ mod tests {
         assert_eq!(c.text("na%0Ame"), Some("v"));
         // serde_json escapes \n itself, not DEL.
         assert_eq!(c.text("json"), Some(r#"{"k":"a%7F\n"}"#));
-        for (_, v) in c.texts() {
+        for (_, v) in c.texts().iter() {
             assert!(!v.bytes().any(|b| b < 0x20 || b == 0x7f), "{v:?}");
         }
+    }
+
+    #[test]
+    fn members_borrow_what_they_can_and_keep_the_last_of_a_name() {
+        let json = br#"{"b":"x","a":"esc\u0041ped","n":1.5,"b":"last","o":{"k":[1]},"z":null}"#;
+        let m = Members::parse(json).unwrap();
+        let names: Vec<&str> = m.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "n", "o", "z"]);
+        assert!(matches!(
+            m.get("b"),
+            Some(Member::Str(Cow::Borrowed("last")))
+        ));
+        assert!(matches!(m.get("a"), Some(Member::Str(Cow::Owned(s))) if s == "escAped"));
+        assert!(matches!(m.get("n"), Some(Member::Other(Value::Number(_)))));
+        assert!(matches!(m.get("o"), Some(Member::Other(Value::Object(_)))));
+        assert!(matches!(m.get("z"), Some(Member::Other(Value::Null))));
+        assert!(m.get("c").is_none());
+        for not_an_object in [&b"[1]"[..], b"\"s\"", b"1", b"null"] {
+            let e = Members::parse(not_an_object).err().unwrap();
+            assert_eq!(e.classify(), serde_json::error::Category::Data);
+        }
+        let e = Members::parse(br#"{"a":}"#).err().unwrap();
+        assert_eq!(e.classify(), serde_json::error::Category::Syntax);
+    }
+
+    #[test]
+    fn texts_are_found_by_name_in_one_buffer() {
+        let t = Texts::from_pairs(vec![("sub", "jane"), ("aud", ""), ("exp", "1"), ("a", "x")]);
+        assert_eq!(t.len(), 4);
+        let all: Vec<(&str, &str)> = t.iter().collect();
+        assert_eq!(
+            all,
+            [("a", "x"), ("aud", ""), ("exp", "1"), ("sub", "jane")]
+        );
+        for (name, text) in &all {
+            assert_eq!(t.get(name), Some(*text));
+        }
+        for missing in ["", "b", "au", "zzz"] {
+            assert_eq!(t.get(missing), None);
+        }
+        assert!(Texts::default().is_empty());
+        assert_eq!(Texts::default().get("a"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::claims::{Claims, Source};
+use super::claims::{Claims, Member, Members, Source};
 use crate::check::call::CallError;
 use crate::check::call::{json_error_text, media_type_is};
 use crate::check::MAX_ANSWER_LEN;
@@ -66,16 +66,17 @@ pub fn decode_answer(
             "content type is not application/json".into(),
         ));
     }
-    let answer: Value =
-        serde_json::from_slice(body).map_err(|e| CallError::Malformed(json_error_text(&e)))?;
-    let Value::Object(answer) = answer else {
-        return Err(CallError::Malformed(
-            "the answer is not a JSON object".into(),
-        ));
-    };
+    // Anything but an object is a type error, which no member can cause (a member may hold
+    // any value).
+    let answer = Members::parse(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            CallError::Malformed("the answer is not a JSON object".into())
+        }
+        _ => CallError::Malformed(json_error_text(&e)),
+    })?;
     match answer.get("active") {
-        Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => {
+        Some(Member::Other(Value::Bool(true))) => {}
+        Some(Member::Other(Value::Bool(false))) => {
             return Ok(Introspection::Invalid {
                 reason: "Hydra says the token is not active",
             })
@@ -83,7 +84,7 @@ pub fn decode_answer(
         Some(_) => return Err(CallError::Malformed("active is not a boolean".into())),
         None => return Err(CallError::Malformed("the answer has no active".into())),
     }
-    let claims = Claims::from_object(&answer, Source::Introspection)
+    let claims = Claims::from_members(&answer, Source::Introspection)
         .map_err(|why| CallError::Malformed(why.into()))?;
     if let Some(reason) = not_an_access_token(&claims) {
         return Ok(Introspection::Invalid { reason });

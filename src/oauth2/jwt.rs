@@ -22,7 +22,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::alg::Algorithm;
-use super::claims::{Claims, Source};
+use super::claims::{Claims, Members, Source};
 use super::jwks::{KeySet, KidLookup};
 use super::token::MAX_TOKEN_LEN;
 
@@ -148,9 +148,9 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<Claims, JwtError> {
 
     let payload =
         decode(payload_b64).ok_or(JwtError::Claims("the token's payload is not base64url"))?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
+    let claims = Members::parse(&payload)
         .map_err(|_| JwtError::Claims("the token's claims are not a JSON object"))?;
-    Claims::from_object(&claims, Source::Jwt).map_err(JwtError::Claims)
+    Claims::from_members(&claims, Source::Jwt).map_err(JwtError::Claims)
 }
 
 /// RFC 7519 §5.1 `JWT`, RFC 9068 §2.1 `at+jwt` (and its full media type); media types are

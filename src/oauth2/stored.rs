@@ -2,7 +2,7 @@
 //! location whose rules judged it, laid out as bytes so that any worker reads back what
 //! another stored. Plain Rust; the zone never holds the token, only its keyed hash.
 
-use super::claims::Claims;
+use super::claims::{Claims, Texts};
 use crate::check::bytes::{put, Reader};
 
 const VERSION: u8 = 1;
@@ -13,7 +13,7 @@ pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
         .texts
         .iter()
         .map(|(n, v)| 8 + n.len() + v.len())
-        .sum();
+        .sum::<usize>();
     let lists: usize = claims
         .scopes
         .iter()
@@ -130,7 +130,7 @@ pub fn decode(bytes: &[u8]) -> Option<(Claims, Option<Box<str>>)> {
         token_use,
         token_type,
         scope_text,
-        texts: texts.into(),
+        texts: Texts::from_pairs(texts),
     };
     Some((claims, missing_scope))
 }
