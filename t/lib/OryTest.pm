@@ -180,6 +180,15 @@ sub start_hydra ($self, %o) {
     my $port = $self->port($name);
     $self->_daemon($name, "$TOP/t/lib/hydra-double", '--listen', "127.0.0.1:$port",
         '--keys', "$self->{prefix}/conf/$name-keys.json", '--pid-file', "$self->{prefix}/logs/$name.pid");
+    # The double listens first and then makes its RSA-4096 key, which on a loaded machine
+    # takes longer than ory_oauth2_timeout: a worker's first JWKS fetch would time out and
+    # the test would measure the machine. It says "listening" once it answers.
+    my $log = "$self->{prefix}/logs/$name.log";
+    my $deadline = time + 60;
+    until (_slurp($log) =~ /^hydra-double listening on /m) {
+        die "OryTest: $name made no keys within 60 s:\n" . _slurp($log) if time > $deadline;
+        sleep 0.05;
+    }
     return $self->hydra_url($name);
 }
 
