@@ -57,18 +57,11 @@ impl Texts {
             .iter()
             .map(|(n, t)| n.as_ref().len() + t.as_ref().len())
             .sum();
-        let mut buf = String::with_capacity(len);
-        let mut ends = Vec::with_capacity(pairs.len());
+        let mut texts = TextsWriter::with_capacity(pairs.len(), len);
         for (name, text) in &pairs {
-            buf.push_str(name.as_ref());
-            let name_end = buf.len();
-            buf.push_str(text.as_ref());
-            ends.push((offset(name_end), offset(buf.len())));
+            texts.member(name.as_ref(), |buf| buf.push_str(text.as_ref()));
         }
-        Texts {
-            buf: buf.into(),
-            ends: ends.into(),
-        }
+        texts.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +103,36 @@ impl Texts {
 
     pub fn heap_bytes(&self) -> usize {
         self.buf.len() + std::mem::size_of_val(&*self.ends)
+    }
+}
+
+/// Builds [`Texts`] from members that come sorted by name.
+struct TextsWriter {
+    buf: String,
+    ends: Vec<(u32, u32)>,
+}
+
+impl TextsWriter {
+    fn with_capacity(members: usize, bytes: usize) -> TextsWriter {
+        TextsWriter {
+            buf: String::with_capacity(bytes),
+            ends: Vec::with_capacity(members),
+        }
+    }
+
+    /// Appends member `name`; `write_text` appends its text after the name.
+    fn member(&mut self, name: &str, write_text: impl FnOnce(&mut String)) {
+        self.buf.push_str(name);
+        let name_end = self.buf.len();
+        write_text(&mut self.buf);
+        self.ends.push((offset(name_end), offset(self.buf.len())));
+    }
+
+    fn finish(self) -> Texts {
+        Texts {
+            buf: self.buf.into(),
+            ends: self.ends.into(),
+        }
     }
 }
 
@@ -460,28 +483,22 @@ fn texts_of(object: &Members<'_>) -> Texts {
         .collect();
     // Escaping may change the order of names: sort again so lookups can bisect.
     members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut buf = String::with_capacity(members.iter().map(|(n, _)| n.len() + 16).sum());
-    let mut ends = Vec::with_capacity(members.len());
+    let bytes = members.iter().map(|(n, _)| n.len() + 16).sum();
+    let mut texts = TextsWriter::with_capacity(members.len(), bytes);
     let mut json = String::new();
     for (name, value) in &members {
-        buf.push_str(name);
-        let name_end = buf.len();
-        match value {
-            Member::Str(s) => push_header_safe(&mut buf, s),
+        texts.member(name, |buf| match value {
+            Member::Str(s) => push_header_safe(buf, s),
             Member::Other(Value::Null) => {}
             Member::Other(other) => {
                 json.clear();
                 // Writing to a String cannot fail.
                 let _ = write!(json, "{other}");
-                push_header_safe(&mut buf, &json);
+                push_header_safe(buf, &json);
             }
-        }
-        ends.push((offset(name_end), offset(buf.len())));
+        });
     }
-    Texts {
-        buf: buf.into(),
-        ends: ends.into(),
-    }
+    texts.finish()
 }
 
 #[cfg(test)]
