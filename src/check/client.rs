@@ -35,7 +35,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Makes one call, the answer's body included (see [`Response::into_body`]). The caller
+    /// Makes one call, the answer's body included (see [`Response::body`]). The caller
     /// bounds it in time (`call::within`).
     pub async fn send(&self, request: &Request<'_>) -> Result<Response, CallError> {
         if request.url.scheme() == "http" {
@@ -130,13 +130,18 @@ impl Response {
         self.head.get_all(name)
     }
 
+    /// The answer's `Content-Type`.
+    pub fn content_type(&self) -> Option<&str> {
+        self.head.get("content-type")
+    }
+
     /// The body. Only a 200 needs its body: for the other statuses the status is the answer,
     /// and a body that is too large or breaks off is taken as empty.
-    pub fn into_body(self) -> Result<Vec<u8>, CallError> {
-        match self.body {
+    pub fn body(&self) -> Result<&[u8], CallError> {
+        match &self.body {
             Ok(body) => Ok(body),
-            Err(e) if self.status == 200 => Err(e),
-            Err(_) => Ok(Vec::new()),
+            Err(e) if self.status == 200 => Err(e.clone()),
+            Err(_) => Ok(&[]),
         }
     }
 }

@@ -705,7 +705,7 @@ mod tests {
         for want in ["{}", "[]", "{}"] {
             let response = send(&pool, &get(&url), LONG).await.unwrap();
             assert_eq!(response.status, 200);
-            assert_eq!(response.into_body().unwrap(), want.as_bytes());
+            assert_eq!(response.body().unwrap(), want.as_bytes());
             assert_eq!(pool.idle_count(), 1);
         }
         drop(pool);
@@ -833,7 +833,7 @@ mod tests {
         let (url, _server) = server(vec![head.into_bytes()]).await;
         let pool = Pool::default();
         let response = send(&pool, &get(&url), LONG).await.unwrap();
-        assert_eq!(response.into_body(), Err(CallError::TooLarge));
+        assert_eq!(response.body(), Err(CallError::TooLarge));
         assert_eq!(pool.idle_count(), 0);
 
         let big = format!("{:x}\r\n", MAX_ANSWER_LEN / 2);
@@ -845,7 +845,7 @@ mod tests {
         }
         let (url, _server) = server(vec![wire]).await;
         let response = send(&pool, &get(&url), LONG).await.unwrap();
-        assert_eq!(response.into_body(), Err(CallError::TooLarge));
+        assert_eq!(response.body(), Err(CallError::TooLarge));
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT};
 use reqwest::Url;
 
 use super::introspection::{self, Introspection, FORM_CONTENT_TYPE};
@@ -95,10 +95,7 @@ pub async fn fetch_jwks(
             HeaderValue::from_static("application/jwk-set+json, application/json"),
         );
         let response = client.send(&request).await?;
-        let status = response.status;
-        let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
-        let body = response.into_body()?;
-        jwks::decode_answer(status, content_type.as_deref(), &body)
+        jwks::decode_answer(response.status, response.content_type(), response.body()?)
     };
     within(timeout, call).await
 }
@@ -124,10 +121,7 @@ pub async fn introspect(
             request = request.header(name.clone(), value);
         }
         let response = client.send(&request).await?;
-        let status = response.status;
-        let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
-        let body = response.into_body()?;
-        introspection::decode_answer(status, content_type.as_deref(), &body)
+        introspection::decode_answer(response.status, response.content_type(), response.body()?)
     };
     within(timeout, call).await
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT};
 
 use super::answer::decode_answer;
 use crate::check::call::{within, CallError};
@@ -33,12 +33,9 @@ async fn call(
         request = request.header(name.clone(), value.clone());
     }
     let response = client.send(&request).await?;
-    let status = response.status;
-    let content_type = response.header(CONTENT_TYPE.as_str()).map(str::to_owned);
     // Only a 200 needs its body. The others are read too, so the connection can be reused,
     // but a body that is too large or breaks off does not change their status.
-    let body = response.into_body()?;
-    decode_answer(status, content_type.as_deref(), &body)
+    decode_answer(response.status, response.content_type(), response.body()?)
 }
 
 #[cfg(test)]

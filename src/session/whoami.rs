@@ -3,9 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{
-    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE,
-};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, COOKIE, SET_COOKIE};
 
 use super::credential::{CredentialKind, OwnedCredential};
 use super::model::{decode_response, Answer};
@@ -78,9 +76,6 @@ async fn call(
         .header(name, value);
     let response = client.send(&request).await?;
     let status = response.status;
-    let text = |name: &str| response.header(name).map(str::to_owned);
-    let content_type = text(CONTENT_TYPE.as_str());
-    let cache_for = text("ory-session-cache-for");
     let set_cookie = if status == 200 {
         response
             .headers(SET_COOKIE.as_str())
@@ -91,13 +86,12 @@ async fn call(
     };
     // Only a 200 needs its body; for the others the status is the answer, and a body that
     // is too large or breaks off only costs the 403 its redirect hint.
-    let body = response.into_body()?;
     decode_response(
         status,
-        content_type.as_deref(),
-        cache_for.as_deref(),
+        response.content_type(),
+        response.header("ory-session-cache-for"),
         set_cookie,
-        &body,
+        response.body()?,
         now_unix_ms(),
     )
 }
