@@ -12,17 +12,16 @@
 //! 5. the signature over the first two parts, exactly as sent;
 //! 6. only then the payload: a JSON object read into [`Claims`].
 //!
-//! Header names are unique in what serde_json returns (the last of a duplicate wins), which
+//! Header names are unique in what [`Members`] returns (the last of a duplicate wins), which
 //! RFC 7515 §4 allows; and since the signature covers the header bytes as sent, no
 //! reading of a duplicate can change which key must have signed them.
 
 use std::fmt;
 
 use base64::Engine;
-use serde_json::{Map, Value};
 
 use super::alg::Algorithm;
-use super::claims::{Claims, Members, Source};
+use super::claims::{Claims, Member, Members, Source};
 use super::jwks::{KeySet, KidLookup};
 use super::token::MAX_TOKEN_LEN;
 
@@ -112,24 +111,23 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<Claims, JwtError> {
         return Err(JwtError::Malformed);
     }
     let header = decode(header_b64).ok_or(JwtError::Malformed)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|_| JwtError::MalformedHeader)?;
+    let header = Members::parse(&header).map_err(|_| JwtError::MalformedHeader)?;
 
     let alg = match header.get("alg") {
-        Some(Value::String(name)) => Algorithm::from_name(name).ok_or(JwtError::Algorithm)?,
+        Some(Member::Str(name)) => Algorithm::from_name(name).ok_or(JwtError::Algorithm)?,
         _ => return Err(JwtError::MalformedHeader),
     };
-    if header.contains_key("crit") {
+    if header.get("crit").is_some() {
         return Err(JwtError::Crit);
     }
     match header.get("typ") {
         None => {}
-        Some(Value::String(typ)) if is_access_token_typ(typ) => {}
-        Some(Value::String(_)) => return Err(JwtError::Typ),
+        Some(Member::Str(typ)) if is_access_token_typ(typ) => {}
+        Some(Member::Str(_)) => return Err(JwtError::Typ),
         Some(_) => return Err(JwtError::MalformedHeader),
     }
     let key = match header.get("kid") {
-        Some(Value::String(kid)) => match keys.lookup(kid) {
+        Some(Member::Str(kid)) => match keys.lookup(kid) {
             KidLookup::Found(key) if key.fits(alg) => key,
             KidLookup::Found(_) => return Err(JwtError::KeyMismatch),
             KidLookup::Skipped(_) => return Err(JwtError::KeyUnusable),
@@ -173,7 +171,7 @@ fn decode(part: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::oauth2::fixtures::{self, FixtureToken};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn keys() -> KeySet {
         KeySet::parse(fixtures::JWKS.as_bytes()).unwrap()
