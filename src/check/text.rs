@@ -17,6 +17,12 @@ pub fn header_safe(s: &str) -> Box<str> {
 /// [`header_safe`], appended to `out`: no allocation of its own.
 pub fn push_header_safe(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Nearly every text has no control byte: one pass without an early exit (vector
+    // compares) decides, and the text is copied whole.
+    if !s.bytes().fold(false, |any, b| any | is_control(b)) {
+        out.push_str(s);
+        return;
+    }
     let mut rest = s;
     while let Some(i) = rest.bytes().position(is_control) {
         out.push_str(&rest[..i]);

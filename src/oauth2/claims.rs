@@ -5,7 +5,6 @@
 //! `$ory_oauth2_claim_<name>` variables are header-safe copies of every top-level member.
 
 use std::borrow::Cow;
-use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
@@ -171,7 +170,12 @@ impl<'a> Members<'a> {
 
     fn sorted(mut members: Vec<(Cow<'a, str>, Member<'a>)>) -> Members<'a> {
         // Stable: of the members with one name, the last parsed stays last, and is kept.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
+        // Claim names nearly always differ in their first byte: comparing it first saves
+        // a `memcmp` call on most comparisons, and orders exactly as comparing the names.
+        members.sort_by(|a, b| {
+            let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
+            a.first().cmp(&b.first()).then_with(|| a.cmp(b))
+        });
         let mut kept: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
         for member in members {
             match kept.last_mut() {
@@ -185,6 +189,20 @@ impl<'a> Members<'a> {
     pub fn get(&self, name: &str) -> Option<&Member<'a>> {
         let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
         Some(&self.0[i].1)
+    }
+
+    /// The members named `names`, found in one pass. Inlined, comparing with constant names
+    /// becomes a length switch and inline compares; one [`get`](Self::get) per name would
+    /// call `memcmp` at each step of each search.
+    #[inline]
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&Member<'a>>; N] {
+        let mut found = [None; N];
+        for (name, member) in self.iter() {
+            if let Some(i) = names.iter().position(|n| *n == name) {
+                found[i] = Some(member);
+            }
+        }
+        found
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Member<'a>)> + '_ {
@@ -314,13 +332,27 @@ impl Claims {
     /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
     /// an error rather than absent, so a rule never passes because a claim was unreadable.
     pub fn from_members(object: &Members<'_>, source: Source) -> Result<Claims, &'static str> {
+        let [scp, scope, client_id, sub, exp, iat, nbf, iss, aud, token_use, token_type] = object
+            .pick([
+                "scp",
+                "scope",
+                "client_id",
+                "sub",
+                "exp",
+                "iat",
+                "nbf",
+                "iss",
+                "aud",
+                "token_use",
+                "token_type",
+            ]);
         let scopes = match source {
-            Source::Jwt => jwt_scopes(object)?,
-            Source::Introspection => scope_string(object.get("scope"))
+            Source::Jwt => jwt_scopes(scp, scope)?,
+            Source::Introspection => scope_string(scope)
                 .ok_or("the claim scope is not a string")?
                 .unwrap_or_default(),
         };
-        let client_id = string(object, "client_id", "the claim client_id is not a string")?;
+        let client_id = string(client_id, "the claim client_id is not a string")?;
         if source == Source::Jwt && client_id.is_none() {
             // RFC 9068 §2.2 requires client_id in a JWT access token, and Hydra writes it.
             // Hydra's ID tokens are signed by keys in the same public JWKS and carry no
@@ -330,21 +362,17 @@ impl Claims {
         let texts = texts_of(object);
         let scope_text = header_safe(&scopes.iter().map(|s| &**s).collect::<Vec<&str>>().join(" "));
         Ok(Claims {
-            sub: string(object, "sub", "the claim sub is not a string")?,
+            sub: string(sub, "the claim sub is not a string")?,
             client_id,
             scope_text,
             scopes: scopes.into_boxed_slice(),
-            exp: numeric_date(object.get("exp"), f64::floor)
-                .ok_or("the claim exp is not a number")?,
-            iat: numeric_date(object.get("iat"), f64::ceil)
-                .ok_or("the claim iat is not a number")?,
-            nbf: numeric_date(object.get("nbf"), f64::ceil)
-                .ok_or("the claim nbf is not a number")?,
-            iss: string(object, "iss", "the claim iss is not a string")?,
-            aud: audiences(object.get("aud"))
-                .ok_or("the claim aud is neither a string nor a list of strings")?,
-            token_use: string(object, "token_use", "the claim token_use is not a string")?,
-            token_type: string(object, "token_type", "the claim token_type is not a string")?,
+            exp: numeric_date(exp, f64::floor).ok_or("the claim exp is not a number")?,
+            iat: numeric_date(iat, f64::ceil).ok_or("the claim iat is not a number")?,
+            nbf: numeric_date(nbf, f64::ceil).ok_or("the claim nbf is not a number")?,
+            iss: string(iss, "the claim iss is not a string")?,
+            aud: audiences(aud).ok_or("the claim aud is neither a string nor a list of strings")?,
+            token_use: string(token_use, "the claim token_use is not a string")?,
+            token_type: string(token_type, "the claim token_type is not a string")?,
             texts,
         })
     }
@@ -378,11 +406,10 @@ impl Claims {
 
 /// `None` (the outer) when the member has the wrong type; null is absent.
 fn string(
-    object: &Members<'_>,
-    name: &str,
+    value: Option<&Member>,
     wrong_type: &'static str,
 ) -> Result<Option<Box<str>>, &'static str> {
-    match object.get(name) {
+    match value {
         None | Some(Member::Other(Value::Null)) => Ok(None),
         Some(Member::Str(s)) => Ok(Some((**s).into())),
         Some(_) => Err(wrong_type),
@@ -438,8 +465,8 @@ fn split_scopes(s: &str) -> Vec<Box<str>> {
 /// `scp` (a list, or a string as some issuers write it) and `scope` (a string). When both
 /// are there they must grant the same set: the one a rule reads must not be the one an
 /// issuer forgot to update.
-fn jwt_scopes(object: &Members<'_>) -> Result<Vec<Box<str>>, &'static str> {
-    let scp = match object.get("scp") {
+fn jwt_scopes(scp: Option<&Member>, scope: Option<&Member>) -> Result<Vec<Box<str>>, &'static str> {
+    let scp = match scp {
         None | Some(Member::Other(Value::Null)) => None,
         Some(Member::Str(s)) => Some(split_scopes(s)),
         Some(Member::Other(Value::Array(items))) => Some(
@@ -451,7 +478,7 @@ fn jwt_scopes(object: &Members<'_>) -> Result<Vec<Box<str>>, &'static str> {
         ),
         Some(_) => return Err("the claim scp is not a list of strings"),
     };
-    let scope = scope_string(object.get("scope")).ok_or("the claim scope is not a string")?;
+    let scope = scope_string(scope).ok_or("the claim scope is not a string")?;
     match (scp, scope) {
         (Some(scp), Some(scope)) => {
             let same =
@@ -470,35 +497,69 @@ fn jwt_scopes(object: &Members<'_>) -> Result<Vec<Box<str>>, &'static str> {
 /// The members' texts, written straight into one buffer. Only names with control bytes
 /// (which no issuer sends) cost a copy of their own.
 fn texts_of(object: &Members<'_>) -> Texts {
+    let bytes = object.iter().map(|(n, _)| n.len() + 16).sum();
+    let mut texts = TextsWriter::with_capacity(object.0.len(), bytes);
+    let mut json = Vec::new();
+    if !object.iter().any(|(name, _)| name.bytes().any(is_control)) {
+        // The members are sorted by name already.
+        for (name, value) in object.iter() {
+            texts.member(name, |buf| push_text(buf, value, &mut json));
+        }
+        return texts.finish();
+    }
     let mut members: Vec<(Cow<str>, &Member)> = object
         .iter()
-        .map(|(name, value)| {
-            let name = if name.bytes().any(is_control) {
-                Cow::Owned(header_safe(name).into())
-            } else {
-                Cow::Borrowed(name)
-            };
-            (name, value)
-        })
+        .map(|(name, value)| (Cow::Owned(header_safe(name).into()), value))
         .collect();
     // Escaping may change the order of names: sort again so lookups can bisect.
     members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let bytes = members.iter().map(|(n, _)| n.len() + 16).sum();
-    let mut texts = TextsWriter::with_capacity(members.len(), bytes);
-    let mut json = String::new();
     for (name, value) in &members {
-        texts.member(name, |buf| match value {
-            Member::Str(s) => push_header_safe(buf, s),
-            Member::Other(Value::Null) => {}
-            Member::Other(other) => {
-                json.clear();
-                // Writing to a String cannot fail.
-                let _ = write!(json, "{other}");
-                push_header_safe(buf, &json);
-            }
-        });
+        texts.member(name, |buf| push_text(buf, value, &mut json));
     }
     texts.finish()
+}
+
+/// A string JSON writes between quotes unchanged: no quote, backslash or control byte (the
+/// bytes JSON escapes), and no DEL (which a header-safe text escapes).
+fn is_plain_string(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        !s.bytes().fold(false, |any, b| {
+            any | is_control(b) | (b == b'"') | (b == b'\\')
+        })
+    })
+}
+
+/// Appends the header-safe text of `value`; `json` is scratch space for arrays and objects.
+fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
+    match value {
+        Member::Str(s) => push_header_safe(buf, s),
+        Member::Other(Value::Null) => {}
+        Member::Other(Value::Bool(b)) => buf.push_str(if *b { "true" } else { "false" }),
+        // Integers (every date, most numbers) without the formatting machinery.
+        Member::Other(Value::Number(n)) if n.as_i64().is_some() => {
+            buf.push_str(itoa::Buffer::new().format(n.as_i64().unwrap_or_default()));
+        }
+        Member::Other(Value::Array(items)) if items.iter().all(is_plain_string) => {
+            // A list of strings JSON writes as they are (scp, aud): quoted and joined here.
+            buf.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(',');
+                }
+                buf.push('"');
+                buf.push_str(item.as_str().unwrap_or_default());
+                buf.push('"');
+            }
+            buf.push(']');
+        }
+        Member::Other(Value::Object(map)) if map.is_empty() => buf.push_str("{}"),
+        Member::Other(other) => {
+            json.clear();
+            // Writing to a Vec cannot fail, and serde_json writes UTF-8.
+            let _ = serde_json::to_writer(&mut *json, other);
+            push_header_safe(buf, std::str::from_utf8(json).unwrap_or_default());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +692,37 @@ mod tests {
         for (_, v) in c.texts().iter() {
             assert!(!v.bytes().any(|b| b < 0x20 || b == 0x7f), "{v:?}");
         }
+    }
+
+    /// The short ways to write integers, lists of strings and `{}` give what JSON writes.
+    #[test]
+    fn texts_written_directly_are_the_json_text() {
+        let c = jwt(json!({
+            "client_id": "c",
+            "u": u64::MAX,
+            "min": i64::MIN,
+            "scp": ["a", "b c", "Zoë"],
+            "one": ["x"],
+            "none": [],
+            "quote": ["a\"b", "c"],
+            "backslash": ["a\\b"],
+            "newline": ["a\nb"],
+            "del": ["a\u{7f}"],
+            "mixed": ["a", 1],
+            "ext": {}
+        }))
+        .unwrap();
+        assert_eq!(c.text("u"), Some("18446744073709551615"));
+        assert_eq!(c.text("min"), Some("-9223372036854775808"));
+        assert_eq!(c.text("scp"), Some(r#"["a","b c","Zoë"]"#));
+        assert_eq!(c.text("one"), Some(r#"["x"]"#));
+        assert_eq!(c.text("none"), Some("[]"));
+        assert_eq!(c.text("quote"), Some(r#"["a\"b","c"]"#));
+        assert_eq!(c.text("backslash"), Some(r#"["a\\b"]"#));
+        assert_eq!(c.text("newline"), Some(r#"["a\nb"]"#));
+        assert_eq!(c.text("del"), Some(r#"["a%7F"]"#));
+        assert_eq!(c.text("mixed"), Some(r#"["a",1]"#));
+        assert_eq!(c.text("ext"), Some("{}"));
     }
 
     #[test]

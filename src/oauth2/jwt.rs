@@ -111,22 +111,23 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<Claims, JwtError> {
         return Err(JwtError::Malformed);
     }
     let header = decode(header_b64).ok_or(JwtError::Malformed)?;
-    let header = Members::parse(&header).map_err(|_| JwtError::MalformedHeader)?;
+    let members = Members::parse(&header).map_err(|_| JwtError::MalformedHeader)?;
+    let [alg, crit, typ, kid] = members.pick(["alg", "crit", "typ", "kid"]);
 
-    let alg = match header.get("alg") {
+    let alg = match alg {
         Some(Member::Str(name)) => Algorithm::from_name(name).ok_or(JwtError::Algorithm)?,
         _ => return Err(JwtError::MalformedHeader),
     };
-    if header.get("crit").is_some() {
+    if crit.is_some() {
         return Err(JwtError::Crit);
     }
-    match header.get("typ") {
+    match typ {
         None => {}
         Some(Member::Str(typ)) if is_access_token_typ(typ) => {}
         Some(Member::Str(_)) => return Err(JwtError::Typ),
         Some(_) => return Err(JwtError::MalformedHeader),
     }
-    let key = match header.get("kid") {
+    let key = match kid {
         Some(Member::Str(kid)) => match keys.lookup(kid) {
             KidLookup::Found(key) if key.fits(alg) => key,
             KidLookup::Found(_) => return Err(JwtError::KeyMismatch),

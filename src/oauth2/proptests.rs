@@ -13,12 +13,14 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{json, Map, Value};
 
+use super::claims::{Claims, Source};
 use super::fixtures;
 use super::introspection::{decode_answer, Introspection};
 use super::jwks::{KeySet, MAX_KEYS};
 use super::jwks_cache::{JwksCache, KeysFor, KidDecision, Policy};
 use super::jwt::{verify, JwtError};
 use super::token::{find_bearer_token, BearerToken, TokenShape, MAX_TOKEN_LEN};
+use crate::check::text::header_safe;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -157,6 +159,27 @@ proptest! {
                 prop_assert_eq!(bytes.iter().filter(|&&b| b == b'.').count(), 2);
             }
         }
+    }
+
+    /// A claim's text is the JSON text of its value (a string's own text, null's ""),
+    /// header-safe: however it is written.
+    #[test]
+    fn claim_texts_are_the_json_text(value in prop_oneof![
+        json_value(),
+        vec(".{0,8}", 0..4).prop_map(|items| json!(items)),
+    ]) {
+        let claims = Claims::from_object(
+            json!({"client_id": "c", "v": value}).as_object().unwrap(),
+            Source::Jwt,
+        );
+        let text = match &value {
+            Value::String(s) => header_safe(s),
+            Value::Null => "".into(),
+            other => header_safe(&other.to_string()),
+        };
+        // "v" is no claim with a type of its own: any value reads.
+        let claims = claims.unwrap();
+        prop_assert_eq!(claims.text("v"), Some(&*text));
     }
 
     /// Random tokens never verify, and verification never panics.
