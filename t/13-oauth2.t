@@ -437,6 +437,31 @@ subtest 'the status endpoint counts token checks' => sub {
     like $text, qr/^ory_oauth2_cache_hits_total [1-9]\d*$/m, 'cache hits';
     like $text, qr/^ory_oauth2_introspection_calls_total [1-9]\d*$/m, 'introspections';
     like $text, qr/^ory_oauth2_introspection_in_flight 0$/m, 'none in flight';
+
+    # Every signature checked is counted with its time; a cache hit and a token refused
+    # before its signature (alg none) check none.
+    my $signatures = sub {
+        my $text = $t->get('/status')->{body};
+        my ($n) = $text =~ /^ory_oauth2_jwt_signature_checks_total (\d+)$/m;
+        my ($s) = $text =~ /^ory_oauth2_jwt_signature_seconds_total ([0-9.e+-]+)$/m;
+        ($n, $s);
+    };
+    my ($n0, $s0) = $signatures->();
+    ok defined $n0 && defined $s0, 'the signature series are there';
+    my $jwt = $t->jwt(claims => { sub => 'signature-count' });
+    is $t->get('/uncached/x', bearer($jwt))->{status}, 200, 'a JWT verified' for 1 .. 3;
+    # A token of its own: the uncached location's verifications fill the cache too.
+    my $cached = $t->jwt(claims => { sub => 'signature-count-cached' });
+    is $t->get('/api/x', bearer($cached))->{headers}{'x-oauth2-cache'}, $_, "a JWT: cache $_"
+        for qw(MISS HIT);
+    my ($h, $p, $s) = split /\./, $jwt;
+    my $bad = substr($s, 5, 1) eq 'A' ? 'B' : 'A';
+    substr($s, 5, 1, $bad);
+    is $t->get('/uncached/x', bearer("$h.$p.$s"))->{status}, 401, 'a bad signature';
+    is $t->get('/uncached/x', bearer($t->forged_token(kind => 'none')))->{status}, 401, 'alg none';
+    my ($n1, $s1) = $signatures->();
+    is $n1 - $n0, 5, 'five signatures checked: three uncached, one cached, one bad';
+    cmp_ok $s1, '>', $s0, 'their time is counted';
 };
 
 subtest 'configuration errors' => sub {

@@ -55,7 +55,7 @@ CPU_TARGETS = [
 RPS_TARGETS = [  # by requests/s: (label, numerator, denominator, minimum)
     ("(11)/(12) introspection miss vs auth_request to the same double, uncached", 11, 12, 1.5),
 ]
-FIRST_SEEN_MARGIN_US = 10.0  # (9) - (7) <= the signature check + this
+FIRST_SEEN_MARGIN_US = 10.0  # (9) - (7) - the signature check in nginx <= this
 # For information: (label, numerator, denominator, "cpu" | "rps").
 INFO_RATIOS = [
     ("(8)/(7) JWT cache hit vs plain nginx", 8, 7, "rps"),
@@ -473,14 +473,35 @@ def section_targets(run, w):
         w("")
 
 
+def signature_us(row):
+    """µs per JWT signature check in one run, as the module timed them in nginx (its
+    ory_oauth2_jwt_signature_* counters, read before and after the run); None without checks."""
+    n = row.get("signature_checks", 0)
+    return row["signature_seconds"] * 1e6 / n if n else None
+
+
 def first_seen(run):
-    """(9)'s nginx CPU per request minus (7)'s (median of the rounds, per-round values), the
-    crate's RS256-4096 costs (verify(), signature) and the limit; None without the runs."""
+    """The first-seen JWT (9) against plain nginx (7), per round: (9) − (7) in nginx CPU per
+    request, the signature check in the same (9) run as nginx timed it, and the rest (the
+    difference minus the signature: what the target judges). Medians with per-round values,
+    the signature checks per request of (9), and the crate's RS256-4096 costs (verify(),
+    signature) from the micro-benchmark, or None; None without the runs."""
     diff = run.cpu_diff(PRIMARY, 9, 7)
-    costs = verification().get("RS256-4096")
-    if diff is None or costs is None:
+    r7 = {r["round"]: r for r in run.by.get((PRIMARY, 7), [])}
+    r9 = {r["round"]: r for r in run.by.get((PRIMARY, 9), [])}
+    rounds = [k for k in sorted(r9) if k in r7 and signature_us(r9[k])]
+    if diff is None or not rounds:
         return None
-    return diff, costs, costs[1] + FIRST_SEEN_MARGIN_US
+    sigs = [signature_us(r9[k]) for k in rounds]
+    rests = [cpu_us(r9[k]) - cpu_us(r7[k]) - signature_us(r9[k]) for k in rounds]
+    checks = sum(r9[k]["signature_checks"] for k in rounds) / sum(r9[k]["requests"] for k in rounds)
+    return {
+        "diff": diff,
+        "signature": (statistics.median(sigs), sigs),
+        "rest": (statistics.median(rests), rests),
+        "checks_per_request": checks,
+        "crate": verification().get("RS256-4096"),
+    }
 
 
 def token_targets(run):
@@ -497,14 +518,15 @@ def token_targets(run):
                     f"{cpu_us(run.med[(PRIMARY, b)]):.2f} µs) | ≤ {limit:.2f} | {verdict(ok)} |")
     fs = first_seen(run)
     if fs:
-        (diff, per_round), (whole, sig), limit = fs
-        ok = diff <= limit
+        rest, sig = fs["rest"], fs["signature"]
+        ok = rest[0] <= FIRST_SEEN_MARGIN_US
         if not ok:
-            run.missed.append(f"(9) first-seen JWT: +{diff:.1f} µs of nginx CPU per request over plain nginx > "
-                              f"the signature check {sig:.1f} µs + {FIRST_SEEN_MARGIN_US:g} µs")
-        rows.append(f"| (9) − (7) first-seen RS256-4096 JWT: nginx CPU per request over plain nginx "
-                    f"(see [JWT verification](#jwt-verification)) | +{spread_text((diff, per_round), '{:.1f}')} µs | "
-                    f"≤ signature check {sig:.1f} + {FIRST_SEEN_MARGIN_US:g} = {limit:.1f} µs | {verdict(ok)} |")
+            run.missed.append(f"(9) first-seen JWT: {rest[0]:+.1f} µs of nginx CPU per request over plain "
+                              f"nginx and the signature check > {FIRST_SEEN_MARGIN_US:g} µs")
+        rows.append(f"| (9) − (7) − the signature check: a first-seen RS256-4096 JWT, nginx CPU per request "
+                    f"over plain nginx and its signature check as nginx timed it ({spread_text(sig, '{:.1f}')} µs; "
+                    f"see [JWT verification](#jwt-verification)) | {rest[0]:+.1f} µs (rounds "
+                    f"{min(rest[1]):+.1f} to {max(rest[1]):+.1f}) | ≤ +{FIRST_SEEN_MARGIN_US:g} µs | {verdict(ok)} |")
     for label, a, b, target in RPS_TARGETS:
         res = run.ratio(PRIMARY, a, b)
         if res is None:
@@ -567,22 +589,35 @@ def section_verification(run, w):
         w("")
     fs = first_seen(run)
     if fs:
-        (diff, per_round), (whole, sig), limit = fs
         m7, m9 = run.med[(PRIMARY, 7)], run.med[(PRIMARY, 9)]
+        diff, sig, rest = fs["diff"], fs["signature"], fs["rest"]
         w(f"Beside the request cost ({PRIMARY} variant, nginx CPU per request, medians): plain nginx "
           f"with the JWT request (7) {cpu_us(m7):.2f} µs, the JWT verified on every request (9) "
-          f"{cpu_us(m9):.2f} µs: +{spread_text((diff, per_round), '{:.1f}')} µs per request (median of "
-          f"the per-round differences), against the crate's {whole:.1f} µs per "
-          f"`verify()` ({sig:.1f} µs of it the RS256-4096 signature): {diff - whole:+.1f} µs over "
-          f"`verify()`, {diff - sig:+.1f} µs over the signature check (target ≤ +{FIRST_SEEN_MARGIN_US:g}). "
-          "That rest is the module's work around `verify()` (finding and checking the token, the cache "
-          "key, storing the result) and what a verification costs inside a loaded nginx (caches "
-          "shared with the kernel's TCP work and with nginx, the other CPU busy with wrk and the "
-          "doubles) that the micro-benchmark's tight loop, fastest of 25 rounds, does not pay. (9) verifies the one JWT on "
-          "every request; the module also stores each verified token in the worker's cache even at "
-          "`ory_oauth2_cache_ttl 0`, so the store a first-seen token costs is in it too (over an "
-          "entry that exists: no eviction).")
+          f"{cpu_us(m9):.2f} µs: +{spread_text(diff, '{:.1f}')} µs per request (median of the "
+          "per-round differences).")
         w("")
+        w(f"*The signature check in nginx*: {spread_text(sig, '{:.1f}')} µs per check, "
+          f"{fs['checks_per_request']:.3f} checks per request of (9). The module times every "
+          "signature check it makes (`ory_oauth2_jwt_signature_seconds_total` over "
+          "`ory_oauth2_jwt_signature_checks_total`, read from its status endpoint before and "
+          "after each (9) run): the same ring call as the micro-benchmark's *signature*, on "
+          "the same key size, but inside a loaded nginx, with the caches it shares with the "
+          "kernel's TCP work and with nginx, where the micro-benchmark repeats one check in a "
+          "tight loop and keeps the fastest of 25 rounds. The rest, (9) − (7) minus that "
+          f"check, is the module's own work around it: {rest[0]:+.1f} µs per request (rounds "
+          f"{min(rest[1]):+.1f} to {max(rest[1]):+.1f}; target ≤ +{FIRST_SEEN_MARGIN_US:g}): "
+          "finding and reading the token, the cache key, decoding and parsing the header and "
+          "claims, the rules, storing the result (the module stores each verified token in "
+          "the worker's cache even at `ory_oauth2_cache_ttl 0`, over an entry that exists: no "
+          "eviction). The timing itself, two clock reads per check, is in it.")
+        w("")
+        if fs["crate"]:
+            whole, crate_sig = fs["crate"]
+            w(f"Against the micro-benchmark instead: {diff[0] - crate_sig:+.1f} µs over its "
+              f"signature check ({crate_sig:.1f} µs), {diff[0] - whole:+.1f} µs over its `verify()` "
+              f"({whole:.1f} µs): the check costs {sig[0] - crate_sig:+.1f} µs more in nginx than "
+              "in the tight loop.")
+            w("")
 
 
 def section_memory(run, w):
@@ -703,10 +738,11 @@ def print_summary(run):
             print(f"{label:<72} {spread_text(res, '{:.3f}'):<26} (target <= {limit})  {'met' if res[0] <= limit else 'MISSED'}")
     fs = first_seen(run)
     if fs:
-        (diff, _), (whole, sig), limit = fs
-        print(f"{'(9) - (7) first-seen JWT, nginx CPU µs per request':<72} {f'+{diff:.1f} µs':<26} "
-              f"(target <= signature {sig:.1f} + {FIRST_SEEN_MARGIN_US:g} = {limit:.1f}; verify() {whole:.1f})  "
-              f"{'met' if diff <= limit else 'MISSED'}")
+        rest, sig, diff = fs["rest"][0], fs["signature"][0], fs["diff"][0]
+        crate = f"; micro-benchmark signature {fs['crate'][1]:.1f}" if fs["crate"] else ""
+        print(f"{'(9) - (7) - signature check in nginx, nginx CPU µs per request':<72} {f'{rest:+.1f} µs':<26} "
+              f"(target <= +{FIRST_SEEN_MARGIN_US:g}; (9) - (7) +{diff:.1f}, signature in nginx {sig:.1f}{crate})  "
+              f"{'met' if rest <= FIRST_SEEN_MARGIN_US else 'MISSED'}")
     for label, a, b, target in RPS_TARGETS:
         res = run.ratio(PRIMARY, a, b)
         if res is not None:

@@ -42,7 +42,7 @@ use crate::oauth2::client::{fetch_jwks, introspect};
 use crate::oauth2::introspection::Introspection;
 use crate::oauth2::jwks::KeySet;
 use crate::oauth2::jwks_cache::{Fetch, FetchReport, JwksCache, KeysFor, KidDecision, Policy};
-use crate::oauth2::jwt::{verify, JwtError};
+use crate::oauth2::jwt::{verify_timed, JwtError};
 use crate::oauth2::outcome::Refusal;
 use crate::oauth2::rules::Rules;
 use crate::oauth2::stored;
@@ -776,7 +776,13 @@ unsafe fn verify_jwt(
             )
         }
     };
-    match verify(token, &keys) {
+    let signatures = status::metrics().map(|m| &m.jwt_signatures);
+    let result = verify_timed(token, &keys, |took| {
+        if let Some(m) = signatures {
+            m.checked(took);
+        }
+    });
+    match result {
         Ok(claims) => {
             let (outcome, answer, reason, verified) =
                 judge_claims(w, &conf.rules, place, key, claims);
