@@ -160,28 +160,38 @@ struct Classes {
     dots: usize,
 }
 
+/// The pass reads blocks of this many bytes: a loop over a fixed-size array becomes straight
+/// vector code, where one over a slice of any length leaves its tail to a byte-by-byte loop.
+const BLOCK: usize = 128;
+
 impl Classes {
     fn of(body: &[u8]) -> Classes {
-        let (mut not_b64token, mut not_jws, mut dots) = (0u8, 0u8, 0usize);
-        // Byte-wide counters, summed per chunk, keep every lane of the vector a byte.
-        for chunk in body.chunks(128) {
-            let mut chunk_dots = 0u8;
-            for &b in chunk {
+        let (blocks, tail) = body.as_chunks::<BLOCK>();
+        // The tail, filled up with a byte of every class but dot, is one more block.
+        let mut last = [b'A'; BLOCK];
+        last[..tail.len()].copy_from_slice(tail);
+        let mut classes = Classes {
+            b64token: true,
+            jws: true,
+            dots: 0,
+        };
+        for block in blocks.iter().chain([&last]) {
+            let (mut not_b64token, mut not_jws, mut dots) = (0u8, 0u8, 0u8);
+            for &b in block {
                 let alnum = (b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 26);
                 let base64url = alnum | (b == b'-') | (b == b'_');
                 let dot = b == b'.';
                 let b64token = base64url | dot | (b == b'~') | (b == b'+') | (b == b'/');
                 not_b64token |= u8::from(!b64token);
                 not_jws |= u8::from(!(base64url | dot));
-                chunk_dots += u8::from(dot);
+                // At most BLOCK (128) dots: a byte-wide counter keeps every lane a byte.
+                dots += u8::from(dot);
             }
-            dots += usize::from(chunk_dots);
+            classes.b64token &= not_b64token == 0;
+            classes.jws &= not_jws == 0;
+            classes.dots += usize::from(dots);
         }
-        Classes {
-            b64token: not_b64token == 0,
-            jws: not_jws == 0,
-            dots,
-        }
+        classes
     }
 }
 
