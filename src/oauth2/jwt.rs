@@ -19,8 +19,6 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-
 use super::alg::Algorithm;
 use super::claims::{Claims, Member, Members, Source};
 use super::jwks::{KeySet, KidLookup};
@@ -175,11 +173,13 @@ fn is_access_token_typ(typ: &str) -> bool {
         .any(|t| typ.eq_ignore_ascii_case(t))
 }
 
-/// Unpadded base64url only; the engine also refuses non-zero trailing bits, so each token
-/// has one encoding.
+/// Unpadded base64url only; non-zero trailing bits are refused too, so each token has one
+/// encoding. The SIMD decoder, not the `base64` crate's scalar one: a first-seen
+/// RS256-4096 token is 1.1 kB of base64url, and decoding it was a fifth of the module's own
+/// work on such a request (about 9,600 instructions, against 2,000; callgrind).
 fn decode(part: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
+    base64_simd::URL_SAFE_NO_PAD
+        .decode_to_vec(part.as_bytes())
         .ok()
 }
 
@@ -187,6 +187,7 @@ fn decode(part: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::oauth2::fixtures::{self, FixtureToken};
+    use base64::Engine;
     use serde_json::{json, Value};
 
     fn keys() -> KeySet {
@@ -195,6 +196,19 @@ mod tests {
 
     fn b64(bytes: &[u8]) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn parts_have_one_encoding() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for len in 0..bytes.len() {
+            assert_eq!(decode(&b64(&bytes[..len])).as_deref(), Some(&bytes[..len]));
+        }
+        // "QR" would be "A" with a non-zero trailing bit; "QQ" is "A" itself.
+        assert_eq!(decode("QQ").as_deref(), Some(&b"A"[..]));
+        for part in ["QR", "QQ==", "Q", "+/8", "-_8 ", "QQ\n", "Q.Q", "\u{e9}QQ"] {
+            assert_eq!(decode(part), None, "{part:?}");
+        }
     }
 
     fn outcome(token: &str, keys: &KeySet) -> &'static str {
