@@ -360,7 +360,7 @@ impl Claims {
             return Err("the token has no client_id, so it is not an access token");
         }
         let texts = texts_of(object);
-        let scope_text = header_safe(&scopes.iter().map(|s| &**s).collect::<Vec<&str>>().join(" "));
+        let scope_text = scope_text(&scopes);
         Ok(Claims {
             sub: string(sub, "the claim sub is not a string")?,
             client_id,
@@ -453,6 +453,19 @@ fn scope_string(value: Option<&Member>) -> Option<Option<Vec<Box<str>>>> {
         Some(Member::Str(s)) => Some(Some(split_scopes(s))),
         Some(_) => None,
     }
+}
+
+/// `$ory_oauth2_scope`: the scopes, space-separated and header-safe, in one allocation.
+fn scope_text(scopes: &[Box<str>]) -> Box<str> {
+    let len = scopes.iter().map(|s| s.len() + 1).sum::<usize>();
+    let mut text = String::with_capacity(len.saturating_sub(1));
+    for (i, scope) in scopes.iter().enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        push_header_safe(&mut text, scope);
+    }
+    text.into()
 }
 
 fn split_scopes(s: &str) -> Vec<Box<str>> {
