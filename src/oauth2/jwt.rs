@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::alg::Algorithm;
 use super::claims::{Claims, Member, Members, Source};
 use super::jwks::{KeySet, KidLookup};
+use super::token::jws_parts;
 use super::token::MAX_TOKEN_LEN;
 
 /// Why a JWT is refused. [`UnknownKid`](JwtError::UnknownKid) is the one the caller may cure
@@ -111,7 +112,7 @@ pub fn verify_timed(
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed);
     }
-    let Some((header_b64, payload_b64, signature_b64)) = split_parts(token) else {
+    let Some((header_b64, payload_b64, signature_b64)) = jws_parts(token) else {
         return Err(JwtError::Malformed);
     };
     let header = decode(header_b64).ok_or(JwtError::Malformed)?;
@@ -159,24 +160,6 @@ pub fn verify_timed(
     Claims::from_members(&claims, Source::Jwt).map_err(JwtError::Claims)
 }
 
-/// The three dot-separated parts of a JWS compact serialization, the header and payload not
-/// empty. `memchr`, not `str::split`: it finds a dot 32 bytes at a time, where the standard
-/// library's search goes by words (1,500 instructions over a 1.1 kB token; callgrind).
-fn split_parts(token: &str) -> Option<(&str, &str, &str)> {
-    let bytes = token.as_bytes();
-    let first = memchr::memchr(b'.', bytes)?;
-    let second = first + 1 + memchr::memchr(b'.', &bytes[first + 1..])?;
-    if first == 0 || second == first + 1 || memchr::memchr(b'.', &bytes[second + 1..]).is_some() {
-        return None;
-    }
-    // Dots are ASCII, so each cut falls on a character boundary.
-    Some((
-        &token[..first],
-        &token[first + 1..second],
-        &token[second + 1..],
-    ))
-}
-
 /// RFC 7519 §5.1 `JWT`, RFC 9068 §2.1 `at+jwt` (and its full media type); media types are
 /// case-insensitive.
 fn is_access_token_typ(typ: &str) -> bool {
@@ -208,18 +191,6 @@ mod tests {
 
     fn b64(bytes: &[u8]) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    #[test]
-    fn three_parts_header_and_payload_not_empty() {
-        assert_eq!(split_parts("a.b.c"), Some(("a", "b", "c")));
-        assert_eq!(split_parts("a.b."), Some(("a", "b", "")));
-        assert_eq!(split_parts("ab.cd.ef"), Some(("ab", "cd", "ef")));
-        for token in [
-            "", ".", "..", "a.b", "ab", ".b.c", "a..c", "a.b.c.d", "a.b.c.", "a.b..",
-        ] {
-            assert_eq!(split_parts(token), None, "{token:?}");
-        }
     }
 
     #[test]

@@ -47,11 +47,12 @@ impl<'a> BearerToken<'a> {
         }
         // SAFETY: every byte of a b64token and its padding is ASCII.
         let value = unsafe { std::str::from_utf8_unchecked(value) };
-        let shape = if padding == 0 && classes.jws && classes.dots == 2 {
-            shape_of(body)
-        } else {
-            TokenShape::Opaque
-        };
+        let shape =
+            if padding == 0 && classes.jws && classes.dots == 2 && jws_parts(value).is_some() {
+                TokenShape::Jwt
+            } else {
+                TokenShape::Opaque
+            };
         Ok(BearerToken { value, shape })
     }
 
@@ -215,19 +216,27 @@ impl Classes {
     }
 }
 
-/// A body of base64url bytes with exactly two dots: a JWT when the header and payload are not
-/// empty. An empty signature still makes a JWT (an unsecured one, `alg: none`): the verifier
-/// refuses it, where introspecting it would only ask Hydra in vain.
+/// The three dot-separated parts of a JWS compact serialization, or `None` unless the header
+/// and payload are not empty: what makes a bearer token a JWT, and what the verifier splits.
+/// An empty signature still makes a JWT (an unsecured one, `alg: none`): the verifier refuses
+/// it, where introspecting it would only ask Hydra in vain.
 ///
-/// `memchr` finds the first dot 32 bytes at a time; a byte-by-byte split cost 1,800
-/// instructions for a 1.1 kB JWT (callgrind).
-fn shape_of(body: &[u8]) -> TokenShape {
-    match memchr::memchr(b'.', body) {
-        Some(first) if first > 0 && body.get(first + 1).is_some_and(|&b| b != b'.') => {
-            TokenShape::Jwt
-        }
-        _ => TokenShape::Opaque,
+/// `memchr`, not a split: it finds a dot 32 bytes at a time, where `str::split` goes by words
+/// and a byte slice's split byte by byte (1,500 and 1,800 instructions over a 1.1 kB token;
+/// callgrind).
+pub fn jws_parts(token: &str) -> Option<(&str, &str, &str)> {
+    let bytes = token.as_bytes();
+    let first = memchr::memchr(b'.', bytes)?;
+    let second = first + 1 + memchr::memchr(b'.', &bytes[first + 1..])?;
+    if first == 0 || second == first + 1 || memchr::memchr(b'.', &bytes[second + 1..]).is_some() {
+        return None;
     }
+    // Dots are ASCII, so each cut falls on a character boundary.
+    Some((
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    ))
 }
 
 #[cfg(test)]
@@ -249,6 +258,18 @@ mod tests {
             );
             assert_eq!(classes.jws, alnum || b"-_.".contains(&b), "byte {b}");
             assert_eq!(classes.dots, usize::from(b == b'.'), "byte {b}");
+        }
+    }
+
+    #[test]
+    fn three_parts_header_and_payload_not_empty() {
+        assert_eq!(jws_parts("a.b.c"), Some(("a", "b", "c")));
+        assert_eq!(jws_parts("a.b."), Some(("a", "b", "")));
+        assert_eq!(jws_parts("ab.cd.ef"), Some(("ab", "cd", "ef")));
+        for token in [
+            "", ".", "..", "a.b", "ab", ".b.c", "a..c", "a.b.c.d", "a.b.c.", "a.b..",
+        ] {
+            assert_eq!(jws_parts(token), None, "{token:?}");
         }
     }
 
