@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use super::flat_json;
 use crate::check::text::{header_safe, is_control, push_header_safe};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,19 +140,44 @@ impl TextsWriter {
 /// values borrowed from the JSON text where they hold no escape (nearly always), other
 /// values as `Value`s. Parsing an answer into a `Map<String, Value>` instead costs an
 /// allocation per name and per string, only to copy them again into the claims.
+#[derive(Debug, PartialEq)]
 pub struct Members<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
 
+#[derive(Debug, PartialEq)]
 pub enum Member<'a> {
     Str(Cow<'a, str>),
-    /// Anything but a string.
+    /// A list of strings only (`aud`, `scp`; `[]` too), its items borrowed as strings are.
+    Strs(Vec<Cow<'a, str>>),
+    /// Anything else.
     Other(Value),
+}
+
+impl<'a> Member<'a> {
+    /// A list as serde_json reads it: [`Strs`](Member::Strs) when every item is a string.
+    fn list(items: Vec<Value>) -> Member<'a> {
+        if !items.iter().all(Value::is_string) {
+            return Member::Other(Value::Array(items));
+        }
+        Member::Strs(
+            items
+                .into_iter()
+                .filter_map(|item| match item {
+                    Value::String(s) => Some(Cow::Owned(s)),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
 }
 
 impl<'a> Members<'a> {
     /// Parses `json`, which must be one JSON object. A member named twice keeps its last
     /// value, as `serde_json::Map` does.
     pub fn parse(json: &'a [u8]) -> serde_json::Result<Members<'a>> {
-        serde_json::from_slice(json)
+        match flat_json::members(json) {
+            Some(members) => Ok(Members::sorted(members)),
+            None => serde_json::from_slice(json),
+        }
     }
 
     pub fn from_map(map: &'a Map<String, Value>) -> Members<'a> {
@@ -160,6 +186,13 @@ impl<'a> Members<'a> {
                 .map(|(name, value)| {
                     let member = match value {
                         Value::String(s) => Member::Str(Cow::Borrowed(s.as_str())),
+                        Value::Array(items) if items.iter().all(Value::is_string) => Member::Strs(
+                            items
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(Cow::Borrowed)
+                                .collect(),
+                        ),
                         other => Member::Other(other.clone()),
                     };
                     (Cow::Borrowed(name.as_str()), member)
@@ -168,7 +201,7 @@ impl<'a> Members<'a> {
         )
     }
 
-    fn sorted(mut members: Vec<(Cow<'a, str>, Member<'a>)>) -> Members<'a> {
+    pub(super) fn sorted(mut members: Vec<(Cow<'a, str>, Member<'a>)>) -> Members<'a> {
         // Stable: of the members with one name, the last parsed stays last, and is kept.
         // Claim names nearly always differ in their first byte: comparing it first saves
         // a `memcmp` call on most comparisons, and orders exactly as comparing the names.
@@ -176,14 +209,16 @@ impl<'a> Members<'a> {
             let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
             a.first().cmp(&b.first()).then_with(|| a.cmp(b))
         });
-        let mut kept: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
-        for member in members {
-            match kept.last_mut() {
-                Some(last) if last.0 == member.0 => *last = member,
-                _ => kept.push(member),
+        // In place: `dedup_by` drops the later of two equal neighbours, so the later's value
+        // is first swapped into the one that stays.
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
-        Members(kept)
+            same
+        });
+        Members(members)
     }
 
     pub fn get(&self, name: &str) -> Option<&Member<'a>> {
@@ -290,7 +325,7 @@ impl<'de> serde::Deserialize<'de> for Member<'de> {
             ) -> Result<Self::Value, A::Error> {
                 use serde::Deserialize;
                 let d = serde::de::value::SeqAccessDeserializer::new(seq);
-                Ok(Member::Other(Value::deserialize(d)?))
+                Ok(Member::list(Vec::deserialize(d)?))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -437,11 +472,7 @@ fn audiences(value: Option<&Member>) -> Option<Box<[Box<str>]>> {
     match value {
         None | Some(Member::Other(Value::Null)) => Some(Box::default()),
         Some(Member::Str(s)) => Some(vec![(**s).into()].into_boxed_slice()),
-        Some(Member::Other(Value::Array(items))) => items
-            .iter()
-            .map(|v| v.as_str().map(Into::into))
-            .collect::<Option<Vec<Box<str>>>>()
-            .map(Vec::into_boxed_slice),
+        Some(Member::Strs(items)) => Some(items.iter().map(|s| (**s).into()).collect()),
         Some(_) => None,
     }
 }
@@ -482,13 +513,7 @@ fn jwt_scopes(scp: Option<&Member>, scope: Option<&Member>) -> Result<Vec<Box<st
     let scp = match scp {
         None | Some(Member::Other(Value::Null)) => None,
         Some(Member::Str(s)) => Some(split_scopes(s)),
-        Some(Member::Other(Value::Array(items))) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(Into::into))
-                .collect::<Option<Vec<Box<str>>>>()
-                .ok_or("the claim scp is not a list of strings")?,
-        ),
+        Some(Member::Strs(items)) => Some(items.iter().map(|s| (**s).into()).collect()),
         Some(_) => return Err("the claim scp is not a list of strings"),
     };
     let scope = scope_string(scope).ok_or("the claim scope is not a string")?;
@@ -534,11 +559,9 @@ fn texts_of(object: &Members<'_>) -> Texts {
 
 /// A string JSON writes between quotes unchanged: no quote, backslash or control byte (the
 /// bytes JSON escapes), and no DEL (which a header-safe text escapes).
-fn is_plain_string(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| {
-        !s.bytes().fold(false, |any, b| {
-            any | is_control(b) | (b == b'"') | (b == b'\\')
-        })
+fn is_plain_string(s: &str) -> bool {
+    !s.bytes().fold(false, |any, b| {
+        any | is_control(b) | (b == b'"') | (b == b'\\')
     })
 }
 
@@ -552,7 +575,7 @@ fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
         Member::Other(Value::Number(n)) if n.as_i64().is_some() => {
             buf.push_str(itoa::Buffer::new().format(n.as_i64().unwrap_or_default()));
         }
-        Member::Other(Value::Array(items)) if items.iter().all(is_plain_string) => {
+        Member::Strs(items) if items.iter().all(|s| is_plain_string(s)) => {
             // A list of strings JSON writes as they are (scp, aud): quoted and joined here.
             buf.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -560,10 +583,15 @@ fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
                     buf.push(',');
                 }
                 buf.push('"');
-                buf.push_str(item.as_str().unwrap_or_default());
+                buf.push_str(item);
                 buf.push('"');
             }
             buf.push(']');
+        }
+        Member::Strs(items) => {
+            json.clear();
+            let _ = serde_json::to_writer(&mut *json, items);
+            push_header_safe(buf, std::str::from_utf8(json).unwrap_or_default());
         }
         Member::Other(Value::Object(map)) if map.is_empty() => buf.push_str("{}"),
         Member::Other(other) => {

@@ -20,6 +20,7 @@ pub mod alg;
 pub mod challenge;
 pub mod claims;
 pub mod client;
+mod flat_json;
 pub mod introspection;
 pub mod jwks;
 pub mod jwks_cache;
