@@ -207,7 +207,7 @@ fn remember(w: &mut Worker, place: Place, key: CacheKey, verified: &Rc<Verified>
             // is the Kratos identity id when Kratos logs users in.
             let ids = Ids {
                 session: b"",
-                identity: verified.claims.sub.as_deref().unwrap_or("").as_bytes(),
+                identity: verified.claims.sub().unwrap_or("").as_bytes(),
             };
             let value = verified.clone();
             front.store(

@@ -117,7 +117,7 @@ impl Check for PermissionCheck {
         // The session's identity, else the access token's subject.
         let subject = match (&(*ctx).session.session, &(*ctx).oauth2.verified) {
             (Some(session), _) if (*ctx).session.allowed() => Some(session.user_id.clone()),
-            (_, Some(token)) if (*ctx).oauth2.allowed() => token.claims.sub.clone(),
+            (_, Some(token)) if (*ctx).oauth2.allowed() => token.claims.sub().map(Into::into),
             _ => None,
         };
         evaluate(

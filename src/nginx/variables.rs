@@ -43,7 +43,7 @@ const TOKEN_FIELDS: [(&str, ClaimField); 3] = [
     ("ory_oauth2_client_id", |c| {
         c.text("client_id").unwrap_or("")
     }),
-    ("ory_oauth2_scope", |c| &c.scope_text),
+    ("ory_oauth2_scope", |c| c.scope_text()),
 ];
 
 const CLAIM_PREFIX: &str = "ory_oauth2_claim_";

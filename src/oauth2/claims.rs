@@ -13,27 +13,123 @@ use crate::check::text::{header_safe, is_control, push_header_safe};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
-    pub sub: Option<Box<str>>,
-    pub client_id: Option<Box<str>>,
-    /// Granted scopes, in the token's order.
-    pub scopes: Box<[Box<str>]>,
     /// Unix seconds. A fractional `exp` is rounded down, `nbf` and `iat` up: each rounding
     /// makes the token valid for less time, never for more.
     pub exp: Option<i64>,
     pub iat: Option<i64>,
     pub nbf: Option<i64>,
-    pub iss: Option<Box<str>>,
-    /// A string `aud` becomes a list of one.
-    pub aud: Box<[Box<str>]>,
-    /// Introspection only: `access_token` or `refresh_token` (Hydra).
-    pub token_use: Option<Box<str>>,
-    /// Introspection only: `Bearer` (Hydra).
-    pub token_type: Option<Box<str>>,
-    /// The granted scopes, space-separated and header-safe, for `$ory_oauth2_scope`.
-    pub scope_text: Box<str>,
+    /// `sub`, `client_id`, `iss`, `token_use`, `token_type`, the scopes, the audiences and
+    /// the scope text: see the accessors.
+    strings: Strings,
     /// Every top-level member as header-safe text, sorted by name: strings as is, numbers
     /// and booleans as text, null as "", objects and arrays as compact JSON.
     pub(super) texts: Texts,
+}
+
+/// The string claims (raw: rules compare them byte for byte), the granted scopes, the
+/// audiences and `$ory_oauth2_scope`'s text, end to end in one buffer: two allocations,
+/// where a string each made ten for a Hydra JWT (callgrind), paid again where the claims
+/// are dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Strings {
+    buf: Box<str>,
+    /// Where each string ends in `buf`; each starts where the one before ends. In order:
+    /// the [`SINGLES`] (empty when absent), the scopes, the audiences, the scope text.
+    ends: Box<[u32]>,
+    /// Bit `i`: single string `i` is present.
+    present: u8,
+    scopes: u32,
+}
+
+/// The single strings, in their order in [`Strings`].
+const SINGLES: usize = 5;
+const SUB: usize = 0;
+const CLIENT_ID: usize = 1;
+const ISS: usize = 2;
+const TOKEN_USE: usize = 3;
+const TOKEN_TYPE: usize = 4;
+
+impl Strings {
+    fn new<'s>(
+        singles: [Option<&str>; SINGLES],
+        scopes: impl Iterator<Item = &'s str> + Clone,
+        audiences: impl Iterator<Item = &'s str> + Clone,
+    ) -> Strings {
+        let (mut count, mut len) = (SINGLES + 1, 0);
+        for s in singles.iter().flatten() {
+            len += s.len();
+        }
+        let mut scope_count = 0;
+        for s in scopes.clone() {
+            // Twice: once raw, once in the text (as long unless it escapes), space-separated.
+            (scope_count, len) = (scope_count + 1, len + 2 * s.len() + 1);
+        }
+        if scope_count > 0 {
+            len -= 1;
+        }
+        for s in audiences.clone() {
+            (count, len) = (count + 1, len + s.len());
+        }
+        let mut buf = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(count + scope_count);
+        let mut present = 0;
+        for (i, s) in singles.iter().enumerate() {
+            if let Some(s) = s {
+                present |= 1 << i;
+                buf.push_str(s);
+            }
+            ends.push(offset(buf.len()));
+        }
+        for s in scopes.clone().chain(audiences) {
+            buf.push_str(s);
+            ends.push(offset(buf.len()));
+        }
+        for (i, s) in scopes.enumerate() {
+            if i > 0 {
+                buf.push(' ');
+            }
+            push_header_safe(&mut buf, s);
+        }
+        ends.push(offset(buf.len()));
+        Strings {
+            buf: buf.into(),
+            ends: ends.into(),
+            present,
+            scopes: scope_count as u32,
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            i => self.ends[i - 1] as usize,
+        };
+        &self.buf[start..self.ends[i] as usize]
+    }
+
+    fn single(&self, i: usize) -> Option<&str> {
+        (self.present & (1 << i) != 0).then(|| self.get(i))
+    }
+
+    fn range(&self, range: std::ops::Range<usize>) -> impl ExactSizeIterator<Item = &str> + Clone {
+        range.map(|i| self.get(i))
+    }
+
+    fn scopes(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.range(SINGLES..SINGLES + self.scopes as usize)
+    }
+
+    fn audiences(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.range(SINGLES + self.scopes as usize..self.ends.len() - 1)
+    }
+
+    fn scope_text(&self) -> &str {
+        self.get(self.ends.len() - 1)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.buf.len() + std::mem::size_of_val(&*self.ends)
+    }
 }
 
 /// Names and texts, sorted by name, in one buffer: two allocations for any number of
@@ -383,9 +479,9 @@ impl Claims {
             ]);
         let scopes = match source {
             Source::Jwt => jwt_scopes(scp, scope)?,
-            Source::Introspection => scope_string(scope)
-                .ok_or("the claim scope is not a string")?
-                .unwrap_or_default(),
+            Source::Introspection => {
+                scope_string(scope).ok_or("the claim scope is not a string")?
+            }
         };
         let client_id = string(client_id, "the claim client_id is not a string")?;
         if source == Source::Jwt && client_id.is_none() {
@@ -394,22 +490,88 @@ impl Claims {
             // client_id: without this, an ID token would pass for an access token.
             return Err("the token has no client_id, so it is not an access token");
         }
-        let texts = texts_of(object);
-        let scope_text = scope_text(&scopes);
+        let sub = string(sub, "the claim sub is not a string")?;
+        let exp = numeric_date(exp, f64::floor).ok_or("the claim exp is not a number")?;
+        let iat = numeric_date(iat, f64::ceil).ok_or("the claim iat is not a number")?;
+        let nbf = numeric_date(nbf, f64::ceil).ok_or("the claim nbf is not a number")?;
+        let iss = string(iss, "the claim iss is not a string")?;
+        let aud =
+            audiences(aud).ok_or("the claim aud is neither a string nor a list of strings")?;
+        let token_use = string(token_use, "the claim token_use is not a string")?;
+        let token_type = string(token_type, "the claim token_type is not a string")?;
+        let mut singles = [None; SINGLES];
+        singles[SUB] = sub;
+        singles[CLIENT_ID] = client_id;
+        singles[ISS] = iss;
+        singles[TOKEN_USE] = token_use;
+        singles[TOKEN_TYPE] = token_type;
         Ok(Claims {
-            sub: string(sub, "the claim sub is not a string")?,
-            client_id,
-            scope_text,
-            scopes: scopes.into_boxed_slice(),
-            exp: numeric_date(exp, f64::floor).ok_or("the claim exp is not a number")?,
-            iat: numeric_date(iat, f64::ceil).ok_or("the claim iat is not a number")?,
-            nbf: numeric_date(nbf, f64::ceil).ok_or("the claim nbf is not a number")?,
-            iss: string(iss, "the claim iss is not a string")?,
-            aud: audiences(aud).ok_or("the claim aud is neither a string nor a list of strings")?,
-            token_use: string(token_use, "the claim token_use is not a string")?,
-            token_type: string(token_type, "the claim token_type is not a string")?,
-            texts,
+            exp,
+            iat,
+            nbf,
+            strings: Strings::new(singles, scopes.iter(), aud.iter()),
+            texts: texts_of(object),
         })
+    }
+
+    /// Claims as [`crate::oauth2::stored`] keeps them.
+    pub(super) fn from_parts<'s>(
+        singles: [Option<&str>; SINGLES],
+        times: [Option<i64>; 3],
+        scopes: impl Iterator<Item = &'s str> + Clone,
+        audiences: impl Iterator<Item = &'s str> + Clone,
+        texts: Texts,
+    ) -> Claims {
+        let [exp, iat, nbf] = times;
+        Claims {
+            exp,
+            iat,
+            nbf,
+            strings: Strings::new(singles, scopes, audiences),
+            texts,
+        }
+    }
+
+    /// The single string claims, in the order [`from_parts`](Self::from_parts) takes them.
+    pub(super) fn singles(&self) -> [Option<&str>; SINGLES] {
+        std::array::from_fn(|i| self.strings.single(i))
+    }
+
+    pub fn sub(&self) -> Option<&str> {
+        self.strings.single(SUB)
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.strings.single(CLIENT_ID)
+    }
+
+    pub fn iss(&self) -> Option<&str> {
+        self.strings.single(ISS)
+    }
+
+    /// Introspection only: `access_token` or `refresh_token` (Hydra).
+    pub fn token_use(&self) -> Option<&str> {
+        self.strings.single(TOKEN_USE)
+    }
+
+    /// Introspection only: `Bearer` (Hydra).
+    pub fn token_type(&self) -> Option<&str> {
+        self.strings.single(TOKEN_TYPE)
+    }
+
+    /// Granted scopes, in the token's order.
+    pub fn scopes(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.strings.scopes()
+    }
+
+    /// A string `aud` is a list of one.
+    pub fn aud(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.strings.audiences()
+    }
+
+    /// The granted scopes, space-separated and header-safe, for `$ory_oauth2_scope`.
+    pub fn scope_text(&self) -> &str {
+        self.strings.scope_text()
     }
 
     /// The text of a top-level claim, for `$ory_oauth2_claim_<name>`.
@@ -424,29 +586,18 @@ impl Claims {
 
     /// Heap bytes held, so a cache can bound memory, not only entries.
     pub fn heap_bytes(&self) -> usize {
-        let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
-        let list =
-            |l: &[Box<str>]| std::mem::size_of_val(l) + l.iter().map(|s| s.len()).sum::<usize>();
-        opt(&self.sub)
-            + opt(&self.client_id)
-            + opt(&self.iss)
-            + opt(&self.token_use)
-            + opt(&self.token_type)
-            + list(&self.scopes)
-            + list(&self.aud)
-            + self.scope_text.len()
-            + self.texts.heap_bytes()
+        self.strings.heap_bytes() + self.texts.heap_bytes()
     }
 }
 
 /// `None` (the outer) when the member has the wrong type; null is absent.
-fn string(
-    value: Option<&Member>,
+fn string<'m>(
+    value: Option<&'m Member>,
     wrong_type: &'static str,
-) -> Result<Option<Box<str>>, &'static str> {
+) -> Result<Option<&'m str>, &'static str> {
     match value {
         None | Some(Member::Other(Value::Null)) => Ok(None),
-        Some(Member::Str(s)) => Ok(Some((**s).into())),
+        Some(Member::Str(s)) => Ok(Some(s)),
         Some(_) => Err(wrong_type),
     }
 }
@@ -468,74 +619,99 @@ fn numeric_date(value: Option<&Member>, round: fn(f64) -> f64) -> Option<Option<
     }
 }
 
-fn audiences(value: Option<&Member>) -> Option<Box<[Box<str>]>> {
+fn audiences<'m>(value: Option<&'m Member>) -> Option<List<'m>> {
     match value {
-        None | Some(Member::Other(Value::Null)) => Some(Box::default()),
-        Some(Member::Str(s)) => Some(vec![(**s).into()].into_boxed_slice()),
-        Some(Member::Strs(items)) => Some(items.iter().map(|s| (**s).into()).collect()),
+        None | Some(Member::Other(Value::Null)) => Some(List::Absent),
+        Some(Member::Str(s)) => Some(List::One(s)),
+        Some(Member::Strs(items)) => Some(List::Items(items)),
         Some(_) => None,
     }
 }
 
-/// A space-separated scope string; `Some(None)` for absent or null, `None` for another type.
-fn scope_string(value: Option<&Member>) -> Option<Option<Vec<Box<str>>>> {
-    match value {
-        None | Some(Member::Other(Value::Null)) => Some(None),
-        Some(Member::Str(s)) => Some(Some(split_scopes(s))),
-        Some(_) => None,
-    }
+/// A list claim as the token wrote it, read in place.
+#[derive(Clone, Copy)]
+enum List<'m> {
+    Absent,
+    /// A string that is one item (`aud`).
+    One(&'m str),
+    /// A string of space-separated items (a scope string).
+    Words(&'m str),
+    Items(&'m [Cow<'m, str>]),
 }
 
-/// `$ory_oauth2_scope`: the scopes, space-separated and header-safe, in one allocation.
-fn scope_text(scopes: &[Box<str>]) -> Box<str> {
-    let len = scopes.iter().map(|s| s.len() + 1).sum::<usize>();
-    let mut text = String::with_capacity(len.saturating_sub(1));
-    for (i, scope) in scopes.iter().enumerate() {
-        if i > 0 {
-            text.push(' ');
+impl<'m> List<'m> {
+    fn iter(self) -> ListItems<'m> {
+        match self {
+            List::Absent => ListItems::One(None),
+            List::One(s) => ListItems::One(Some(s)),
+            List::Words(words) => ListItems::Words(words.split(' ')),
+            List::Items(items) => ListItems::Items(items.iter()),
         }
-        push_header_safe(&mut text, scope);
     }
-    text.into()
+
+    /// The same items, in any order and counted once.
+    fn same_set(self, other: List) -> bool {
+        self.iter().all(|s| other.iter().any(|t| t == s))
+            && other.iter().all(|s| self.iter().any(|t| t == s))
+    }
 }
 
-fn split_scopes(s: &str) -> Vec<Box<str>> {
-    s.split(' ')
-        .filter(|s| !s.is_empty())
-        .map(Into::into)
-        .collect()
+/// The items of a [`List`]: one `match` a step, where a chain of the three kinds cost a
+/// walk through each (callgrind).
+#[derive(Clone)]
+enum ListItems<'m> {
+    One(Option<&'m str>),
+    Words(std::str::Split<'m, char>),
+    Items(std::slice::Iter<'m, Cow<'m, str>>),
+}
+
+impl<'m> Iterator for ListItems<'m> {
+    type Item = &'m str;
+
+    fn next(&mut self) -> Option<&'m str> {
+        match self {
+            ListItems::One(one) => one.take(),
+            ListItems::Words(words) => words.find(|w| !w.is_empty()),
+            ListItems::Items(items) => items.next().map(|s| &**s),
+        }
+    }
+}
+
+/// A space-separated scope string; `None` for another type than string or null.
+fn scope_string<'m>(value: Option<&'m Member>) -> Option<List<'m>> {
+    match value {
+        None | Some(Member::Other(Value::Null)) => Some(List::Absent),
+        Some(Member::Str(s)) => Some(List::Words(s)),
+        Some(_) => None,
+    }
 }
 
 /// `scp` (a list, or a string as some issuers write it) and `scope` (a string). When both
 /// are there they must grant the same set: the one a rule reads must not be the one an
 /// issuer forgot to update.
-fn jwt_scopes(scp: Option<&Member>, scope: Option<&Member>) -> Result<Vec<Box<str>>, &'static str> {
+fn jwt_scopes<'m>(
+    scp: Option<&'m Member>,
+    scope: Option<&'m Member>,
+) -> Result<List<'m>, &'static str> {
     let scp = match scp {
         None | Some(Member::Other(Value::Null)) => None,
-        Some(Member::Str(s)) => Some(split_scopes(s)),
-        Some(Member::Strs(items)) => Some(items.iter().map(|s| (**s).into()).collect()),
+        Some(Member::Str(s)) => Some(List::Words(s)),
+        Some(Member::Strs(items)) => Some(List::Items(items)),
         Some(_) => return Err("the claim scp is not a list of strings"),
     };
     let scope = scope_string(scope).ok_or("the claim scope is not a string")?;
     match (scp, scope) {
-        (Some(scp), Some(scope)) => {
-            let same =
-                scp.iter().all(|s| scope.contains(s)) && scope.iter().all(|s| scp.contains(s));
-            if same {
-                Ok(scp)
-            } else {
-                Err("the claims scp and scope grant different scopes")
-            }
-        }
-        (Some(scopes), None) | (None, Some(scopes)) => Ok(scopes),
-        (None, None) => Ok(Vec::new()),
+        (None, scope) => Ok(scope),
+        (Some(scp), List::Absent) => Ok(scp),
+        (Some(scp), scope) if scp.same_set(scope) => Ok(scp),
+        (Some(_), _) => Err("the claims scp and scope grant different scopes"),
     }
 }
 
 /// The members' texts, written straight into one buffer. Only names with control bytes
 /// (which no issuer sends) cost a copy of their own.
 fn texts_of(object: &Members<'_>) -> Texts {
-    let bytes = object.iter().map(|(n, _)| n.len() + 16).sum();
+    let bytes = object.iter().map(|(n, v)| n.len() + text_len(v)).sum();
     let mut texts = TextsWriter::with_capacity(object.0.len(), bytes);
     let mut json = Vec::new();
     if !object.iter().any(|(name, _)| name.bytes().any(is_control)) {
@@ -555,6 +731,23 @@ fn texts_of(object: &Members<'_>) -> Texts {
         texts.member(name, |buf| push_text(buf, value, &mut json));
     }
     texts.finish()
+}
+
+/// The length of `value`'s text, exact for what [`push_text`] writes without escaping (so
+/// the buffer is allocated once and never moved or shrunk), a guess for the rest.
+fn text_len(value: &Member) -> usize {
+    match value {
+        Member::Str(s) => s.len(),
+        Member::Strs(items) => items.iter().map(|s| s.len() + 3).sum::<usize>().max(1) + 1,
+        Member::Other(Value::Null) => 0,
+        Member::Other(Value::Bool(b)) => 5 - usize::from(*b),
+        Member::Other(Value::Number(n)) => match n.as_i64() {
+            Some(i) => itoa::Buffer::new().format(i).len(),
+            None => 24,
+        },
+        Member::Other(Value::Object(map)) if map.is_empty() => 2,
+        Member::Other(_) => 16,
+    }
 }
 
 /// A string JSON writes between quotes unchanged: no quote, backslash or control byte (the
@@ -634,17 +827,17 @@ mod tests {
     #[test]
     fn a_hydra_jwt() {
         let c = jwt(hydra_jwt()).unwrap();
-        assert_eq!(c.sub.as_deref(), Some("user-1234"));
-        assert_eq!(c.client_id.as_deref(), Some("client-abc"));
-        assert_eq!(c.iss.as_deref(), Some("https://hydra.example.com"));
-        assert_eq!(&*c.aud, [Box::from("api.example.com"), "other".into()]);
+        assert_eq!(c.sub(), Some("user-1234"));
+        assert_eq!(c.client_id(), Some("client-abc"));
+        assert_eq!(c.iss(), Some("https://hydra.example.com"));
+        assert_eq!(c.aud().collect::<Vec<_>>(), ["api.example.com", "other"]);
         assert_eq!(c.exp, Some(1767229200));
         assert_eq!(c.iat, Some(1767225600));
         assert_eq!(c.nbf, Some(1767225600));
-        let scopes: Vec<&str> = c.scopes.iter().map(|s| &**s).collect();
+        let scopes: Vec<&str> = c.scopes().collect();
         assert_eq!(scopes, ["openid", "offline", "read:photos"]);
-        assert_eq!(&*c.scope_text, "openid offline read:photos");
-        assert_eq!(c.token_use, None);
+        assert_eq!(c.scope_text(), "openid offline read:photos");
+        assert_eq!(c.token_use(), None);
         assert_eq!(c.text("sub"), Some("user-1234"));
         assert_eq!(c.text("exp"), Some("1767229200"));
         assert_eq!(c.text("aud"), Some(r#"["api.example.com","other"]"#));
@@ -691,11 +884,11 @@ mod tests {
             "scp": ["ignored"]
         }))
         .unwrap();
-        let scopes: Vec<&str> = c.scopes.iter().map(|s| &**s).collect();
+        let scopes: Vec<&str> = c.scopes().collect();
         assert_eq!(scopes, ["openid", "read:photos"]);
-        assert_eq!(c.token_use.as_deref(), Some("access_token"));
-        assert_eq!(c.token_type.as_deref(), Some("Bearer"));
-        assert!(c.aud.is_empty());
+        assert_eq!(c.token_use(), Some("access_token"));
+        assert_eq!(c.token_type(), Some("Bearer"));
+        assert_eq!(c.aud().len(), 0);
         assert_eq!(c.text("active"), Some("true"));
         assert_eq!(c.text("ext"), Some(r#"{"tenant":"acme"}"#));
         assert_eq!(c.text("aud"), Some("[]"));
@@ -815,7 +1008,7 @@ mod tests {
             for (k, x) in v.as_object().unwrap() {
                 o[k] = x.clone();
             }
-            jwt(o).map(|c| c.scopes.iter().map(|s| s.to_string()).collect())
+            jwt(o).map(|c| c.scopes().map(str::to_string).collect())
         };
         assert_eq!(scopes(json!({"scp": ["a", "b"]})).unwrap(), ["a", "b"]);
         assert_eq!(scopes(json!({"scope": "a b"})).unwrap(), ["a", "b"]);
@@ -938,19 +1131,45 @@ mod tests {
     }
 
     #[test]
+    fn strings_share_one_buffer_and_keep_their_places() {
+        let c = introspected(
+            json!({"client_id": "c", "token_type": "Bearer", "scope": " x  y",
+                                    "aud": ["p", "", "q"], "iss": ""}),
+        )
+        .unwrap();
+        assert_eq!(c.sub(), None);
+        assert_eq!(c.client_id(), Some("c"));
+        assert_eq!(c.iss(), Some(""), "present though empty");
+        assert_eq!(c.token_use(), None);
+        assert_eq!(c.token_type(), Some("Bearer"));
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(c.aud().collect::<Vec<_>>(), ["p", "", "q"]);
+        assert_eq!(c.scope_text(), "x y");
+        let none = introspected(json!({"aud": "only"})).unwrap();
+        assert_eq!(none.singles(), [None; SINGLES]);
+        assert_eq!(none.scopes().len(), 0);
+        assert_eq!(none.aud().collect::<Vec<_>>(), ["only"]);
+        assert_eq!(none.scope_text(), "");
+    }
+
+    #[test]
     fn audiences() {
-        let aud = |v: Value| jwt(json!({"client_id": "c", "aud": v})).unwrap().aud;
-        assert_eq!(&*aud(json!("a")), [Box::from("a")]);
-        assert_eq!(&*aud(json!(["a", "b"])), [Box::from("a"), "b".into()]);
+        let aud = |v: Value| {
+            let c = jwt(json!({"client_id": "c", "aud": v})).unwrap();
+            c.aud().map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(aud(json!("a")), ["a"]);
+        assert_eq!(aud(json!(["a", "b"])), ["a", "b"]);
         assert!(aud(json!([])).is_empty());
         assert!(aud(json!(null)).is_empty());
+        assert!(jwt(json!({"client_id": "c", "aud": ["a", 1]})).is_err());
     }
 
     #[test]
     fn the_scope_text_is_header_safe() {
         let c = jwt(json!({"client_id": "c", "scp": ["a\r\n", "b"]})).unwrap();
-        assert_eq!(&*c.scope_text, "a%0D%0A b");
+        assert_eq!(c.scope_text(), "a%0D%0A b");
         // The raw value is kept for comparisons.
-        assert_eq!(&*c.scopes[0], "a\r\n");
+        assert_eq!(c.scopes().next(), Some("a\r\n"));
     }
 }

@@ -97,12 +97,11 @@ pub fn decode_answer(
 /// tell an access token from a refresh token. `token_type` is optional in RFC 7662; when
 /// present it must be Bearer (token types are case-insensitive, RFC 6749 §5.1).
 fn not_an_access_token(claims: &Claims) -> Option<&'static str> {
-    if claims.token_use.as_deref() != Some("access_token") {
+    if claims.token_use() != Some("access_token") {
         return Some("the token is not an access token (token_use)");
     }
     if claims
-        .token_type
-        .as_deref()
+        .token_type()
         .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
     {
         return Some("the token is not a Bearer token (token_type)");
@@ -158,11 +157,11 @@ mod tests {
         let Introspection::Active(c) = decode(&hydra_active()).unwrap() else {
             panic!("not active");
         };
-        assert_eq!(c.sub.as_deref(), Some("user-1234"));
-        assert_eq!(c.client_id.as_deref(), Some("client-abc"));
-        assert_eq!(&*c.scope_text, "openid offline read:photos");
+        assert_eq!(c.sub(), Some("user-1234"));
+        assert_eq!(c.client_id(), Some("client-abc"));
+        assert_eq!(c.scope_text(), "openid offline read:photos");
         assert_eq!(c.exp, Some(1767229200));
-        assert_eq!(&*c.aud, [Box::from("api.example.com")]);
+        assert_eq!(c.aud().collect::<Vec<_>>(), ["api.example.com"]);
         assert_eq!(c.text("ext"), Some(r#"{"tenant":"acme"}"#));
         assert_eq!(c.text("active"), Some("true"));
         assert_eq!(c.text("username"), Some(""));

@@ -135,7 +135,7 @@ mod tests {
     fn jwts() {
         let now = fixtures::fixtures().now;
         let ok = check_jwt(&fixtures::token("RS256-4096"), &keys(), &rules(), now).unwrap();
-        assert_eq!(ok.sub.as_deref(), Some("user-1234"));
+        assert_eq!(ok.sub(), Some("user-1234"));
 
         assert_eq!(
             check_jwt(&fixtures::token("unknown-kid"), &keys(), &rules(), now),

@@ -325,7 +325,7 @@ proptest! {
             let object: Map<String, Value> = serde_json::from_slice(&body).unwrap();
             prop_assert_eq!(&object["active"], &json!(true));
             prop_assert_eq!(&object["token_use"], &json!("access_token"));
-            prop_assert_eq!(claims.token_use.as_deref(), Some("access_token"));
+            prop_assert_eq!(claims.token_use(), Some("access_token"));
             for (_, text) in claims.texts().iter() {
                 prop_assert!(!text.bytes().any(|b| b < 0x20 || b == 0x7f));
             }

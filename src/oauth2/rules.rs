@@ -139,16 +139,19 @@ impl Rules {
         }
         if !self.issuers.is_empty()
             && !claims
-                .iss
-                .as_deref()
+                .iss()
                 .is_some_and(|iss| self.issuers.iter().any(|i| **i == *iss))
         {
             return invalid("the token's issuer is not accepted");
         }
-        if !self.audiences.is_empty() && !claims.aud.iter().any(|a| self.audiences.contains(a)) {
+        if !self.audiences.is_empty()
+            && !claims
+                .aud()
+                .any(|a| self.audiences.iter().any(|b| **b == *a))
+        {
             return invalid("the token's audience is not accepted");
         }
-        let missing = missing(&self.scopes, &claims.scopes);
+        let missing = missing(&self.scopes, claims.scopes());
         if !missing.is_empty() {
             return Err(Refusal::InsufficientScope {
                 missing: missing.join(" ").into(),

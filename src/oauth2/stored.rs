@@ -5,7 +5,8 @@
 use super::claims::{Claims, Texts};
 use crate::check::bytes::{put, Reader};
 
-const VERSION: u8 = 1;
+/// 2: the scope text is no longer stored; the claims rebuild it from the scopes.
+const VERSION: u8 = 2;
 
 /// The bytes of claims and the missing scope, for a zone entry.
 pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
@@ -15,21 +16,14 @@ pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
         .map(|(n, v)| 8 + n.len() + v.len())
         .sum::<usize>();
     let lists: usize = claims
-        .scopes
-        .iter()
-        .chain(claims.aud.iter())
+        .scopes()
+        .chain(claims.aud())
         .map(|s| 4 + s.len())
         .sum();
-    let mut out = Vec::with_capacity(64 + texts + lists + claims.scope_text.len());
+    let mut out = Vec::with_capacity(64 + texts + lists);
     out.push(VERSION);
-    for s in [
-        &claims.sub,
-        &claims.client_id,
-        &claims.iss,
-        &claims.token_use,
-        &claims.token_type,
-    ] {
-        put_option(&mut out, s.as_deref());
+    for s in claims.singles() {
+        put_option(&mut out, s);
     }
     put_option(&mut out, missing_scope);
     for t in [claims.exp, claims.iat, claims.nbf] {
@@ -41,13 +35,8 @@ pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
             None => out.push(0),
         }
     }
-    for list in [&claims.scopes, &claims.aud] {
-        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-        for s in list.iter() {
-            put(&mut out, s);
-        }
-    }
-    put(&mut out, &claims.scope_text);
+    put_list(&mut out, claims.scopes());
+    put_list(&mut out, claims.aud());
     out.extend_from_slice(&(claims.texts.len() as u32).to_le_bytes());
     for (n, v) in claims.texts.iter() {
         put(&mut out, n);
@@ -63,6 +52,13 @@ fn put_option(out: &mut Vec<u8>, s: Option<&str>) {
             put(out, s);
         }
         None => out.push(0),
+    }
+}
+
+fn put_list<'s>(out: &mut Vec<u8>, list: impl ExactSizeIterator<Item = &'s str>) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    for s in list {
+        put(out, s);
     }
 }
 
@@ -94,13 +90,15 @@ pub fn decode(bytes: &[u8]) -> Option<(Claims, Option<Box<str>>)> {
     if r.u8()? != VERSION {
         return None;
     }
-    let sub = option(&mut r)?;
-    let client_id = option(&mut r)?;
-    let iss = option(&mut r)?;
-    let token_use = option(&mut r)?;
-    let token_type = option(&mut r)?;
+    let singles: [Option<Box<str>>; 5] = [
+        option(&mut r)?,
+        option(&mut r)?,
+        option(&mut r)?,
+        option(&mut r)?,
+        option(&mut r)?,
+    ];
     let missing_scope = option(&mut r)?;
-    let (exp, iat, nbf) = (time(&mut r)?, time(&mut r)?, time(&mut r)?);
+    let times = [time(&mut r)?, time(&mut r)?, time(&mut r)?];
     let mut lists = [Vec::new(), Vec::new()];
     for l in &mut lists {
         let n = list(&mut r, 4)?;
@@ -109,7 +107,6 @@ pub fn decode(bytes: &[u8]) -> Option<(Claims, Option<Box<str>>)> {
         }
     }
     let [scopes, aud] = lists;
-    let scope_text = r.string()?;
     let n = list(&mut r, 8)?;
     let mut texts = Vec::with_capacity(n);
     for _ in 0..n {
@@ -118,20 +115,13 @@ pub fn decode(bytes: &[u8]) -> Option<(Claims, Option<Box<str>>)> {
     if !r.is_done() {
         return None;
     }
-    let claims = Claims {
-        sub,
-        client_id,
-        scopes: scopes.into(),
-        exp,
-        iat,
-        nbf,
-        iss,
-        aud: aud.into(),
-        token_use,
-        token_type,
-        scope_text,
-        texts: Texts::from_pairs(texts),
-    };
+    let claims = Claims::from_parts(
+        singles.each_ref().map(|s| s.as_deref()),
+        times,
+        scopes.iter().map(|s| &**s),
+        aud.iter().map(|s| &**s),
+        Texts::from_pairs(texts),
+    );
     Some((claims, missing_scope))
 }
 
@@ -172,7 +162,8 @@ mod tests {
         let c = claims(json!({"sub": "u", "client_id": "c"}), Source::Jwt);
         let bytes = encode(&c, None);
         assert!(decode(&[]).is_none());
-        assert!(decode(&[2]).is_none(), "another version");
+        assert!(decode(&[VERSION + 1]).is_none(), "another version");
+        assert!(decode(&encode(&c, None)[..1]).is_none());
         for cut in 1..bytes.len() {
             assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
         }
