@@ -46,7 +46,7 @@ use crate::oauth2::jwt::{verify_timed, JwtError};
 use crate::oauth2::outcome::Refusal;
 use crate::oauth2::rules::Rules;
 use crate::oauth2::stored;
-use crate::oauth2::token::{bearer_value, is_session_token, BearerToken, TokenShape};
+use crate::oauth2::token::{bearer_of, is_session_token, BearerToken, TokenShape};
 use crate::oauth2::{HYDRA, JWKS_ENDPOINT};
 
 /// The cache key tag of access tokens, distinct from the other checks'.
@@ -519,7 +519,7 @@ unsafe fn find_answer(
 ) -> Option<CallId> {
     let conf = &lcf.oauth2;
     let state = &mut (*ctx).oauth2;
-    let value = bearer_value(request::headers(r)).filter(|v| {
+    let value = request::authorization(r).and_then(bearer_of).filter(|v| {
         // A Kratos session token is the session check's, when the location has one.
         !(lcf.session.enabled() && is_session_token(v))
     });

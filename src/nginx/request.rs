@@ -32,6 +32,16 @@ pub unsafe fn header<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a 
         .map(|(_, v)| v)
 }
 
+/// The value of the request's Authorization header. nginx refuses a request with two of
+/// them and keeps the one apart from the header list, so no search is needed.
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn authorization<'a>(r: *mut ngx_http_request_t) -> Option<&'a [u8]> {
+    let header = (*r).headers_in.authorization;
+    (!header.is_null()).then(|| (*header).value.as_bytes())
+}
+
 /// The value of a directive argument that may hold variables, in the request's pool (or
 /// the configuration's, for a value without variables).
 ///

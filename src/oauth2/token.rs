@@ -133,9 +133,8 @@ where
     bearer_value(headers).map(BearerToken::parse).transpose()
 }
 
-/// The bytes after `Bearer ` in the request's first Authorization header, unchecked: what
-/// a cache lookup hashes. An entry exists only for a token that passed
-/// [`BearerToken::parse`], so a hit needs no check; a miss parses the same bytes.
+/// The bytes after `Bearer ` in the request's first Authorization header, unchecked (see
+/// [`bearer_of`]).
 pub fn bearer_value<'a, I>(headers: I) -> Option<&'a [u8]>
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
@@ -143,6 +142,15 @@ where
     let (_, value) = headers
         .into_iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(b"authorization"))?;
+    bearer_of(value)
+}
+
+/// The bytes after `Bearer ` in the value of an Authorization header, unchecked, or `None`
+/// for another scheme: what a cache lookup hashes. An entry exists only for a token that
+/// passed [`BearerToken::parse`], so a hit needs no check; a miss parses the same bytes.
+/// nginx keeps a request's one Authorization header apart (it refuses a second), so the
+/// glue reads it from there instead of searching the header list.
+pub fn bearer_of(value: &[u8]) -> Option<&[u8]> {
     let (scheme, token) = match value.iter().position(|&b| b == b' ') {
         Some(space) => (&value[..space], &value[space + 1..]),
         None => (value, &b""[..]),
