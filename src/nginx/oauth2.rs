@@ -9,7 +9,6 @@
 //! RFC 6750 `WWW-Authenticate` challenge.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use crate::check::call::CallError;
 use crate::check::decision::{Decision, Outcome};
 use crate::check::front::{Front, ZoneAccess};
 use crate::check::inflight::{CallId, JoinError, Joined};
-use crate::check::key::{CacheKey, Scope, Tag};
+use crate::check::key::{CacheKey, Scope, ScopeMap, Tag};
 use crate::check::metrics::CheckMetrics;
 use crate::check::zone::{Ids, Kind};
 use crate::oauth2::challenge::{www_authenticate, Challenge};
@@ -161,7 +160,7 @@ impl Drop for KeySlot {
 struct Worker {
     tokens: Answers<Rc<Verified>>,
     /// Boxed: the refresh timer must not move.
-    key_sets: HashMap<Scope, Box<KeySlot>>,
+    key_sets: ScopeMap<Box<KeySlot>>,
     fetch_timeout: Duration,
 }
 
@@ -289,7 +288,7 @@ pub unsafe fn init_worker(
             metrics(),
             zones,
         ),
-        key_sets: HashMap::new(),
+        key_sets: ScopeMap::default(),
         fetch_timeout: call_timeout,
     };
     WORKER.with(|w| *w.borrow_mut() = Some(worker));

@@ -742,12 +742,20 @@ fn text_len(value: &Member) -> usize {
         Member::Other(Value::Null) => 0,
         Member::Other(Value::Bool(b)) => 5 - usize::from(*b),
         Member::Other(Value::Number(n)) => match n.as_i64() {
-            Some(i) => itoa::Buffer::new().format(i).len(),
+            Some(i) => digits(i),
             None => 24,
         },
         Member::Other(Value::Object(map)) if map.is_empty() => 2,
         Member::Other(_) => 16,
     }
+}
+
+/// How many bytes `i` takes in decimal, without writing it (every JWT has three dates).
+fn digits(i: i64) -> usize {
+    usize::from(i < 0)
+        + i.unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1)
 }
 
 /// A string JSON writes between quotes unchanged: no quote, backslash or control byte (the
@@ -798,6 +806,26 @@ fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn digits_count_what_itoa_writes() {
+        for i in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            4070908800,
+            -1,
+            -9,
+            -10,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(super::digits(i), itoa::Buffer::new().format(i).len(), "{i}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
