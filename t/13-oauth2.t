@@ -136,9 +136,14 @@ subtest 'a valid JWT: the request goes on, the claims reach the upstream' => sub
     is $calls->{jwks} + $calls->{introspect}, 0, 'verified with the keys fetched at start, no call';
     is $r->{headers}{'x-oauth2-cache'}, 'MISS', 'a first-seen token is a miss';
     is scalar @$log, 0, 'nothing logged';
+    my $jti = $h->{'x-jti'};
     ($r) = check('/api/x', bearer($token));
     is $r->{status}, 200, 'again: 200';
     is $r->{headers}{'x-oauth2-cache'}, 'HIT', 'from the cache';
+    $h = $r->{json}{headers};
+    is_deeply decode_json($h->{'x-ext'} // '{}'), { tenant => 'acme' }, 'the cached claims: $ory_oauth2_claim_ext';
+    is $h->{'x-jti'}, $jti, 'the cached claims: $ory_oauth2_claim_jti';
+    is $h->{'x-sub'}, $SUB, 'the cached claims: $ory_oauth2_subject';
 };
 
 subtest 'every algorithm Hydra can sign with' => sub {

@@ -2,7 +2,8 @@
 //! answer: one model, so rules and variables do not care how the token was checked.
 //!
 //! The typed fields are raw (rules compare them with configured values); the texts for the
-//! `$ory_oauth2_claim_<name>` variables are header-safe copies of every top-level member.
+//! `$ory_oauth2_claim_<name>` variables are header-safe copies of every top-level member,
+//! made from a JWT's payload when a variable first asks for one.
 
 use std::borrow::Cow;
 
@@ -23,8 +24,40 @@ pub struct Claims {
     strings: Strings,
     /// Every top-level member as header-safe text, sorted by name: strings as is, numbers
     /// and booleans as text, null as "", objects and arrays as compact JSON.
-    pub(super) texts: Texts,
+    texts: LazyTexts,
 }
+
+/// The texts, built when first read. A first-seen JWT is judged without them (building
+/// them was about a sixth of the module's own work on one, callgrind), most configurations
+/// never read a claim variable, and once built they stay with the cached claims.
+#[derive(Clone, Debug)]
+enum LazyTexts {
+    Built(Texts),
+    /// The JSON object to read them from, and what it gave once read.
+    Json(Box<[u8]>, std::cell::OnceCell<Texts>),
+}
+
+impl LazyTexts {
+    fn get(&self) -> &Texts {
+        match self {
+            LazyTexts::Built(texts) => texts,
+            LazyTexts::Json(json, built) => built.get_or_init(|| {
+                // These bytes were read as an object before the claims were made of them,
+                // so the empty answer is never given.
+                Members::parse(json).map_or_else(|_| Texts::default(), |m| texts_of(&m))
+            }),
+        }
+    }
+}
+
+/// Equal when their texts are: whether either was built yet does not matter.
+impl PartialEq for LazyTexts {
+    fn eq(&self, other: &LazyTexts) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for LazyTexts {}
 
 /// The string claims (raw: rules compare them byte for byte), the granted scopes, the
 /// audiences and `$ory_oauth2_scope`'s text, end to end in one buffer: two allocations,
@@ -325,7 +358,7 @@ impl<'a> Members<'a> {
     /// The members named `names`, found in one pass. Inlined, comparing with constant names
     /// becomes a length switch and inline compares; one [`get`](Self::get) per name would
     /// call `memcmp` at each step of each search.
-    #[inline]
+    #[inline(always)]
     pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&Member<'a>>; N] {
         let mut found = [None; N];
         for (name, member) in self.iter() {
@@ -463,6 +496,26 @@ impl Claims {
     /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
     /// an error rather than absent, so a rule never passes because a claim was unreadable.
     pub fn from_members(object: &Members<'_>, source: Source) -> Result<Claims, &'static str> {
+        Claims::read(object, source, || LazyTexts::Built(texts_of(object)))
+    }
+
+    /// Reads the claims of `object`, parsed from `json`, leaving its texts to be built from
+    /// `json` when first read.
+    pub fn from_json_members(
+        object: &Members<'_>,
+        source: Source,
+        json: &[u8],
+    ) -> Result<Claims, &'static str> {
+        Claims::read(object, source, || {
+            LazyTexts::Json(json.into(), std::cell::OnceCell::new())
+        })
+    }
+
+    fn read(
+        object: &Members<'_>,
+        source: Source,
+        texts: impl FnOnce() -> LazyTexts,
+    ) -> Result<Claims, &'static str> {
         let [scp, scope, client_id, sub, exp, iat, nbf, iss, aud, token_use, token_type] = object
             .pick([
                 "scp",
@@ -510,7 +563,7 @@ impl Claims {
             iat,
             nbf,
             strings: Strings::new(singles, scopes.iter(), aud.iter()),
-            texts: texts_of(object),
+            texts: texts(),
         })
     }
 
@@ -528,7 +581,7 @@ impl Claims {
             iat,
             nbf,
             strings: Strings::new(singles, scopes, audiences),
-            texts,
+            texts: LazyTexts::Built(texts),
         }
     }
 
@@ -576,17 +629,21 @@ impl Claims {
 
     /// The text of a top-level claim, for `$ory_oauth2_claim_<name>`.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.texts.get(name)
+        self.texts.get().get(name)
     }
 
     /// Every claim as (name, text), sorted by name.
     pub fn texts(&self) -> &Texts {
-        &self.texts
+        self.texts.get()
     }
 
     /// Heap bytes held, so a cache can bound memory, not only entries.
     pub fn heap_bytes(&self) -> usize {
-        self.strings.heap_bytes() + self.texts.heap_bytes()
+        let texts = match &self.texts {
+            LazyTexts::Built(texts) => texts.heap_bytes(),
+            LazyTexts::Json(json, built) => json.len() + built.get().map_or(0, Texts::heap_bytes),
+        };
+        self.strings.heap_bytes() + texts
     }
 }
 
@@ -806,6 +863,34 @@ fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn texts_read_later_are_the_texts_read_at_once() {
+        use super::{Claims, LazyTexts, Members, Source};
+        for json in [
+            r#"{"iss":"http://127.0.0.1:4444","sub":"5b4e3a59","aud":["api"],"exp":4070908800,"client_id":"c","scp":["openid","offline"],"ext":{}}"#,
+            r#"{"client_id":"c","sub":"a\u0041\"b","ext":{"tenant":"acme","n":[1,2.5]},"x":null}"#,
+            "{\"client_id\":\"c\",\"na\\u0001me\":\"v\u{7f}\",\"b\":true}",
+        ] {
+            let members = Members::parse(json.as_bytes()).unwrap();
+            let later = Claims::from_json_members(&members, Source::Jwt, json.as_bytes()).unwrap();
+            let at_once = Claims::from_members(&members, Source::Jwt).unwrap();
+            assert!(
+                matches!(&later.texts, LazyTexts::Json(_, built) if built.get().is_none()),
+                "{json}"
+            );
+            let pairs = |c: &Claims| -> Vec<(String, String)> {
+                c.texts()
+                    .iter()
+                    .map(|(n, t)| (n.to_owned(), t.to_owned()))
+                    .collect()
+            };
+            assert_eq!(pairs(&later), pairs(&at_once), "{json}");
+            assert!(matches!(&later.texts, LazyTexts::Json(_, built) if built.get().is_some()));
+            assert_eq!(later, at_once, "{json}");
+            assert_eq!(later.text("client_id"), Some("c"));
+        }
+    }
+
     #[test]
     fn digits_count_what_itoa_writes() {
         for i in [

@@ -165,7 +165,7 @@ pub fn verify_timed(
     }
     let claims = Members::parse(payload)
         .map_err(|_| JwtError::Claims("the token's claims are not a JSON object"))?;
-    Claims::from_members(&claims, Source::Jwt).map_err(JwtError::Claims)
+    Claims::from_json_members(&claims, Source::Jwt, payload).map_err(JwtError::Claims)
 }
 
 /// RFC 7519 §5.1 `JWT`, RFC 9068 §2.1 `at+jwt` (and its full media type); media types are

@@ -11,7 +11,7 @@ const VERSION: u8 = 2;
 /// The bytes of claims and the missing scope, for a zone entry.
 pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
     let texts: usize = claims
-        .texts
+        .texts()
         .iter()
         .map(|(n, v)| 8 + n.len() + v.len())
         .sum::<usize>();
@@ -37,8 +37,8 @@ pub fn encode(claims: &Claims, missing_scope: Option<&str>) -> Vec<u8> {
     }
     put_list(&mut out, claims.scopes());
     put_list(&mut out, claims.aud());
-    out.extend_from_slice(&(claims.texts.len() as u32).to_le_bytes());
-    for (n, v) in claims.texts.iter() {
+    out.extend_from_slice(&(claims.texts().len() as u32).to_le_bytes());
+    for (n, v) in claims.texts().iter() {
         put(&mut out, n);
         put(&mut out, v);
     }
