@@ -51,6 +51,7 @@ pub fn members(json: &[u8]) -> Option<Vec<(Cow<'_, str>, Member<'_>)>> {
 /// escapes ends, or where it stops being one. Eight bytes at a time in a word: the strings
 /// of a token are short (names, ids, URLs), where a `memchr2` call and a second pass for
 /// control bytes cost more than the string.
+#[inline(always)]
 fn string_end(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -105,7 +106,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A string without escapes or control bytes (which serde_json refuses raw).
+    /// A string without escapes or control bytes (which serde_json refuses raw). Inlined
+    /// into its three callers: most strings are a few words long, shorter than a call.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let rest = &self.text.as_bytes()[self.at..];
