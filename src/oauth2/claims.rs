@@ -355,23 +355,53 @@ impl<'a> Members<'a> {
         Some(&self.0[i].1)
     }
 
-    /// The members named `names`, found in one pass. Inlined, comparing with constant names
-    /// becomes a length switch and inline compares; one [`get`](Self::get) per name would
-    /// call `memcmp` at each step of each search.
+    /// The members named `names`, found in one pass (see [`pick`]).
     #[inline(always)]
     pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&Member<'a>>; N] {
-        let mut found = [None; N];
-        for (name, member) in self.iter() {
-            if let Some(i) = names.iter().position(|n| *n == name) {
-                found[i] = Some(member);
-            }
-        }
-        found
+        pick(&self.0, names)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Member<'a>)> + '_ {
         self.0.iter().map(|(n, m)| (&**n, m))
     }
+}
+
+/// The members of a JSON object in the order written, a name given twice kept twice: all
+/// that [`pick`](InOrder::pick) needs, which keeps the last of a name as `Members` does. A
+/// JWT's header and payload are read this way, without sorting their members by name.
+pub struct InOrder<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+
+impl<'a> InOrder<'a> {
+    /// Parses `json`, which must be one JSON object, as [`Members::parse`] does.
+    pub fn parse(json: &'a [u8]) -> serde_json::Result<InOrder<'a>> {
+        match flat_json::members(json) {
+            Some(members) => Ok(InOrder(members)),
+            None => serde_json::from_slice(json).map(|members: Members| InOrder(members.0)),
+        }
+    }
+
+    /// The members named `names`, found in one pass (see [`pick`]).
+    #[inline(always)]
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&Member<'a>>; N] {
+        pick(&self.0, names)
+    }
+}
+
+/// The last of `members` named each of `names`, found in one pass. Inlined, comparing with
+/// constant names becomes a length switch and inline compares; one [`Members::get`] per name
+/// would call `memcmp` at each step of each search.
+#[inline(always)]
+fn pick<'m, 'a, const N: usize>(
+    members: &'m [(Cow<'a, str>, Member<'a>)],
+    names: [&str; N],
+) -> [Option<&'m Member<'a>>; N] {
+    let mut found = [None; N];
+    for (name, member) in members {
+        if let Some(i) = names.iter().position(|n| *n == &**name) {
+            found[i] = Some(member);
+        }
+    }
+    found
 }
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
@@ -475,6 +505,21 @@ fn offset(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The claims [`Claims::read`] takes, in the order it takes them.
+const CLAIMS: [&str; 11] = [
+    "scp",
+    "scope",
+    "client_id",
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "iss",
+    "aud",
+    "token_use",
+    "token_type",
+];
+
 /// Where the claims come from: the two write scopes differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -496,40 +541,30 @@ impl Claims {
     /// Reads the claims of `object`. Errors are short phrases; a claim of the wrong type is
     /// an error rather than absent, so a rule never passes because a claim was unreadable.
     pub fn from_members(object: &Members<'_>, source: Source) -> Result<Claims, &'static str> {
-        Claims::read(object, source, || LazyTexts::Built(texts_of(object)))
+        Claims::read(object.pick(CLAIMS), source, || {
+            LazyTexts::Built(texts_of(object))
+        })
     }
 
     /// Reads the claims of `object`, parsed from `json`, leaving its texts to be built from
     /// `json` when first read.
     pub fn from_json_members(
-        object: &Members<'_>,
+        object: &InOrder<'_>,
         source: Source,
         json: &[u8],
     ) -> Result<Claims, &'static str> {
-        Claims::read(object, source, || {
+        Claims::read(object.pick(CLAIMS), source, || {
             LazyTexts::Json(json.into(), std::cell::OnceCell::new())
         })
     }
 
+    /// Reads the claims from the members named [`CLAIMS`], in that order.
     fn read(
-        object: &Members<'_>,
+        picked: [Option<&Member>; CLAIMS.len()],
         source: Source,
         texts: impl FnOnce() -> LazyTexts,
     ) -> Result<Claims, &'static str> {
-        let [scp, scope, client_id, sub, exp, iat, nbf, iss, aud, token_use, token_type] = object
-            .pick([
-                "scp",
-                "scope",
-                "client_id",
-                "sub",
-                "exp",
-                "iat",
-                "nbf",
-                "iss",
-                "aud",
-                "token_use",
-                "token_type",
-            ]);
+        let [scp, scope, client_id, sub, exp, iat, nbf, iss, aud, token_use, token_type] = picked;
         let scopes = match source {
             Source::Jwt => jwt_scopes(scp, scope)?,
             Source::Introspection => {
@@ -864,15 +899,19 @@ fn push_text(buf: &mut String, value: &Member, json: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn texts_read_later_are_the_texts_read_at_once() {
-        use super::{Claims, LazyTexts, Members, Source};
+    fn claims_read_in_order_are_the_claims_read_sorted() {
+        use super::{Claims, InOrder, LazyTexts, Members, Source};
         for json in [
             r#"{"iss":"http://127.0.0.1:4444","sub":"5b4e3a59","aud":["api"],"exp":4070908800,"client_id":"c","scp":["openid","offline"],"ext":{}}"#,
             r#"{"client_id":"c","sub":"a\u0041\"b","ext":{"tenant":"acme","n":[1,2.5]},"x":null}"#,
             "{\"client_id\":\"c\",\"na\\u0001me\":\"v\u{7f}\",\"b\":true}",
+            // A name given twice: the last counts, read in order or sorted.
+            r#"{"client_id":"a","sub":"x","client_id":"c","sub":"y"}"#,
+            r#"{"client_id":"a","sub":"x\u0041","client_id":"c"}"#,
         ] {
+            let in_order = InOrder::parse(json.as_bytes()).unwrap();
+            let later = Claims::from_json_members(&in_order, Source::Jwt, json.as_bytes()).unwrap();
             let members = Members::parse(json.as_bytes()).unwrap();
-            let later = Claims::from_json_members(&members, Source::Jwt, json.as_bytes()).unwrap();
             let at_once = Claims::from_members(&members, Source::Jwt).unwrap();
             assert!(
                 matches!(&later.texts, LazyTexts::Json(_, built) if built.get().is_none()),

@@ -12,7 +12,7 @@
 //! 5. the signature over the first two parts, exactly as sent;
 //! 6. only then the payload: a JSON object read into [`Claims`].
 //!
-//! Header names are unique in what [`Members`] returns (the last of a duplicate wins), which
+//! Of a header name given twice, the last counts (what [`InOrder::pick`] finds), which
 //! RFC 7515 §4 allows; and since the signature covers the header bytes as sent, no
 //! reading of a duplicate can change which key must have signed them.
 
@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::alg::Algorithm;
-use super::claims::{Claims, Member, Members, Source};
+use super::claims::{Claims, InOrder, Member, Source};
 use super::jwks::{KeySet, KidLookup};
 use super::token::jws_parts;
 use super::token::MAX_TOKEN_LEN;
@@ -122,7 +122,7 @@ pub fn verify_timed(
     let signature_len = decode_into(signature_b64, &mut decoded);
     let payload_len = decode_into(payload_b64, &mut decoded);
     let (header, rest) = decoded.split_at(header_len);
-    let members = Members::parse(header).map_err(|_| JwtError::MalformedHeader)?;
+    let members = InOrder::parse(header).map_err(|_| JwtError::MalformedHeader)?;
     let [alg, crit, typ, kid] = members.pick(["alg", "crit", "typ", "kid"]);
 
     let alg = match alg {
@@ -163,7 +163,7 @@ pub fn verify_timed(
     if payload_len.is_none() {
         return Err(JwtError::Claims("the token's payload is not base64url"));
     }
-    let claims = Members::parse(payload)
+    let claims = InOrder::parse(payload)
         .map_err(|_| JwtError::Claims("the token's claims are not a JSON object"))?;
     Claims::from_json_members(&claims, Source::Jwt, payload).map_err(JwtError::Claims)
 }
