@@ -6,6 +6,8 @@
 //! made from a JWT's payload when a variable first asks for one.
 
 use std::borrow::Cow;
+use std::cell::{Cell, OnceCell};
+use std::fmt;
 
 use serde_json::{Map, Value};
 
@@ -29,23 +31,73 @@ pub struct Claims {
 
 /// The texts, built when first read. A first-seen JWT is judged without them (building
 /// them was about a sixth of the module's own work on one, callgrind), most configurations
-/// never read a claim variable, and once built they stay with the cached claims.
-#[derive(Clone, Debug)]
+/// never read a claim variable, and once built they stay with the cached claims. The JSON is
+/// dropped when they are built, so claims never hold both.
 enum LazyTexts {
     Built(Texts),
-    /// The JSON object to read them from, and what it gave once read.
-    Json(Box<[u8]>, std::cell::OnceCell<Texts>),
+    /// The JSON object to read them from until they are read, then what it gave.
+    Json(Cell<Option<Box<[u8]>>>, OnceCell<Texts>),
 }
 
 impl LazyTexts {
+    fn of_json(json: &[u8]) -> LazyTexts {
+        LazyTexts::Json(Cell::new(Some(json.into())), OnceCell::new())
+    }
+
     fn get(&self) -> &Texts {
         match self {
             LazyTexts::Built(texts) => texts,
             LazyTexts::Json(json, built) => built.get_or_init(|| {
                 // These bytes were read as an object before the claims were made of them,
                 // so the empty answer is never given.
-                Members::parse(json).map_or_else(|_| Texts::default(), |m| texts_of(&m))
+                let json = json.take().unwrap_or_default();
+                Members::parse(&json).map_or_else(|_| Texts::default(), |m| texts_of(&m))
             }),
+        }
+    }
+
+    /// The JSON not read yet, put back after `f` has seen it.
+    fn with_json<R>(json: &Cell<Option<Box<[u8]>>>, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let held = json.take();
+        let r = f(held.as_deref());
+        json.set(held);
+        r
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            LazyTexts::Built(texts) => texts.heap_bytes(),
+            LazyTexts::Json(json, built) => {
+                LazyTexts::with_json(json, |j| j.map_or(0, <[u8]>::len))
+                    + built.get().map_or(0, Texts::heap_bytes)
+            }
+        }
+    }
+}
+
+impl Clone for LazyTexts {
+    fn clone(&self) -> LazyTexts {
+        match self {
+            LazyTexts::Built(texts) => LazyTexts::Built(texts.clone()),
+            LazyTexts::Json(json, built) => match built.get() {
+                Some(texts) => LazyTexts::Built(texts.clone()),
+                None => LazyTexts::with_json(json, |j| {
+                    LazyTexts::Json(Cell::new(j.map(Box::from)), OnceCell::new())
+                }),
+            },
+        }
+    }
+}
+
+/// Shows the texts if they are built; never builds them.
+impl fmt::Debug for LazyTexts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LazyTexts::Built(texts) => texts.fmt(f),
+            LazyTexts::Json(_, built) => match built.get() {
+                Some(texts) => texts.fmt(f),
+                None => f.write_str("(not read yet)"),
+            },
         }
     }
 }
@@ -553,9 +605,7 @@ impl Claims {
         source: Source,
         json: &[u8],
     ) -> Result<Claims, &'static str> {
-        Claims::read(object.pick(CLAIMS), source, || {
-            LazyTexts::Json(json.into(), std::cell::OnceCell::new())
-        })
+        Claims::read(object.pick(CLAIMS), source, || LazyTexts::of_json(json))
     }
 
     /// Reads the claims from the members named [`CLAIMS`], in that order.
@@ -674,11 +724,7 @@ impl Claims {
 
     /// Heap bytes held, so a cache can bound memory, not only entries.
     pub fn heap_bytes(&self) -> usize {
-        let texts = match &self.texts {
-            LazyTexts::Built(texts) => texts.heap_bytes(),
-            LazyTexts::Json(json, built) => json.len() + built.get().map_or(0, Texts::heap_bytes),
-        };
-        self.strings.heap_bytes() + texts
+        self.strings.heap_bytes() + self.texts.heap_bytes()
     }
 }
 
@@ -917,6 +963,12 @@ mod tests {
                 matches!(&later.texts, LazyTexts::Json(_, built) if built.get().is_none()),
                 "{json}"
             );
+            let copy = later.clone();
+            assert_eq!(
+                later.heap_bytes(),
+                later.strings.heap_bytes() + json.len(),
+                "until read, the JSON is held"
+            );
             let pairs = |c: &Claims| -> Vec<(String, String)> {
                 c.texts()
                     .iter()
@@ -924,8 +976,19 @@ mod tests {
                     .collect()
             };
             assert_eq!(pairs(&later), pairs(&at_once), "{json}");
-            assert!(matches!(&later.texts, LazyTexts::Json(_, built) if built.get().is_some()));
+            let dropped = match &later.texts {
+                LazyTexts::Json(json, built) => {
+                    built.get().is_some() && LazyTexts::with_json(json, |j| j.is_none())
+                }
+                LazyTexts::Built(_) => false,
+            };
+            assert!(dropped, "the JSON is dropped once read");
+            assert_eq!(later.heap_bytes(), at_once.heap_bytes(), "{json}");
             assert_eq!(later, at_once, "{json}");
+            assert_eq!(
+                copy, at_once,
+                "a copy made before they were read reads them too"
+            );
             assert_eq!(later.text("client_id"), Some("c"));
         }
     }
