@@ -9,6 +9,7 @@ use OryTest;
 my $t = OryTest->new->serve(<<'EOF', worker_processes => 2);
     ory_session_kratos_url %%KRATOS_URL%%;
     ory_session_timeout 1s;
+    ory_session_cache_size 1;
     log_format ory '$request_uri $status kratos_time=$ory_session_kratos_time cache=$ory_session_cache_status';
 
     server {
@@ -69,9 +70,21 @@ ok $m->{ory_session_cache_entries} >= 1 && $m->{ory_session_cache_entries} <= 2,
 is $m->{'ory_session_whoami_duration_seconds_bucket{le="+Inf"}'}, $calls - 1,
     'latency recorded for every answered call (not the one that timed out)';
 
+# One entry per worker: of four new sessions over two workers, at least two push one out.
+$t->get('/a', @$_) for [Cookie => 'ory_kratos_session=bob-cookie'], [Cookie => 'ory_kratos_session=alice-cookie'],
+    ['X-Session-Token' => 'ory_st_jane'], ['X-Session-Token' => 'ory_st_bob'];
+(undef, $m) = metrics();
+ok $m->{ory_session_cache_evictions_total} >= 2, 'a full cache counts its evictions';
+
+my @old = $t->worker_pids;
 $t->reload;
+$t->wait_for(sub { !grep { kill 0, $_ } @old }, timeout => 10) or die 'the old workers did not exit';
 my (undef, $after) = metrics();
-is $after->{'ory_session_decisions_total{outcome="allowed"}'}, 10, 'counters survive a reload';
+is $after->{'ory_session_decisions_total{outcome="allowed"}'}, $m->{'ory_session_decisions_total{outcome="allowed"}'},
+    'counters survive a reload';
+is $after->{ory_session_cache_evictions_total}, $m->{ory_session_cache_evictions_total},
+    'evictions stay counted after the workers that made them have exited';
+is $after->{ory_session_cache_entries}, 0, 'their entries left with them';
 
 is $t->request(method => 'POST', path => '/status', body => 'x')->{status}, 405, 'POST is not allowed';
 

@@ -84,9 +84,12 @@ impl<V: Clone, W: Copy + PartialEq, H: Cancel> Table<V, W, H> {
         true
     }
 
-    /// The worker is leaving: its entries leave the shared count with it.
+    /// The worker is leaving: its entries leave the shared count with it. Its evictions stay
+    /// in the total, which is a counter: Prometheus reads a counter that goes down as a
+    /// restart of the whole count.
     pub fn shut_down(&mut self) {
         self.cache = Cache::new(0);
+        self.reported_evictions = 0;
         self.report_cache();
     }
 }
@@ -149,5 +152,9 @@ mod tests {
         text.clear();
         metrics.render_into(&mut text, &crate::check::metrics::SESSION_NAMES);
         assert!(text.contains("ory_session_cache_entries 0\n"), "{text}");
+        assert!(
+            text.contains("ory_session_cache_evictions_total 1\n"),
+            "{text}"
+        );
     }
 }
