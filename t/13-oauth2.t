@@ -161,6 +161,11 @@ subtest 'no token: 401 with a bare challenge' => sub {
         'logged at info';
     ($r) = check('/api/x', Authorization => 'Basic dXNlcjpwdw==');
     is $r->{status}, 401, 'another scheme is no token';
+    # The module reads nginx's one Authorization header: a second one behind a Basic first
+    # cannot smuggle a token in, nginx refuses the request before any check.
+    ($r, $calls) = check('/api/x', Authorization => 'Basic dXNlcjpwdw==', bearer($t->jwt));
+    is $r->{status}, 400, 'two Authorization headers: 400 from nginx';
+    is $calls->{jwks} + $calls->{introspect}, 0, 'two Authorization headers: no call';
 };
 
 subtest 'invalid tokens: 401 invalid_token' => sub {

@@ -107,7 +107,7 @@ pub fn verify_timed(
     keys: &KeySet,
     signature_took: impl FnOnce(Duration),
 ) -> Result<Claims, JwtError> {
-    // A token from `find_bearer_token` is within the limit; this keeps any other caller
+    // A token from `BearerToken::parse` is within the limit; this keeps any other caller
     // from making us decode and parse without bound.
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed);
