@@ -117,66 +117,113 @@ impl KeyHasher {
     /// that no two inputs give the same bytes: a word holding the tag and the name's length,
     /// the scope, the name, then the value up to the end (XXH3 covers the length too).
     pub fn key(&self, scope: Scope, tag: Tag, name: &[u8], value: &[u8]) -> CacheKey {
-        let fixed = [
-            tag.0 as u64 | (name.len() as u64) << 8,
-            scope.0[0],
-            scope.0[1],
-        ];
-        let len = 24 + name.len() + value.len();
-        if len <= INLINE_LEN {
-            let mut buf = [MaybeUninit::uninit(); INLINE_LEN];
-            let mut input = Input::new(&mut buf);
-            for word in fixed {
-                input.push(&word.to_le_bytes());
-            }
-            input.push(name);
-            input.push(value);
-            xxh3_128_with_secret(input.bytes(), &self.secret)
-        } else {
-            let mut h = Xxh3::with_secret(self.secret);
-            for word in fixed {
-                h.update(&word.to_le_bytes());
-            }
-            h.update(name);
-            h.update(value);
-            h.digest128()
-        }
+        self.hash_of(NamedValue {
+            fixed: fixed_words(tag, name.len(), scope),
+            name,
+            value,
+        })
     }
 
     /// The key of an answer about several values at once (a permission's tuple): each field
     /// is preceded by its length, so that no bytes can move from one field to the next, and
     /// `tag` says how many fields there are and what they mean. Allocates nothing.
     pub fn key_of_fields(&self, scope: Scope, tag: Tag, fields: &[&[u8]]) -> CacheKey {
-        let fixed = [
-            tag.0 as u64 | (fields.len() as u64) << 8,
-            scope.0[0],
-            scope.0[1],
-        ];
-        let len = 24 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
-        let lengths = fields
-            .iter()
-            .map(|f| u32::try_from(f.len()).unwrap_or(u32::MAX));
-        if len <= INLINE_LEN {
+        self.hash_of(Fields {
+            fixed: fixed_words(tag, fields.len(), scope),
+            fields,
+        })
+    }
+
+    /// Hashes what `input` lays out: in one call from a stack buffer when it fits, else
+    /// through XXH3's streaming state, which gives the same hash.
+    #[inline(always)]
+    fn hash_of(&self, input: impl KeyInput) -> CacheKey {
+        if input.len() <= INLINE_LEN {
             let mut buf = [MaybeUninit::uninit(); INLINE_LEN];
-            let mut input = Input::new(&mut buf);
-            for word in fixed {
-                input.push(&word.to_le_bytes());
-            }
-            for (field, field_len) in fields.iter().zip(lengths) {
-                input.push(&field_len.to_le_bytes());
-                input.push(field);
-            }
-            xxh3_128_with_secret(input.bytes(), &self.secret)
+            let mut laid_out = Input::new(&mut buf);
+            input.write_to(&mut laid_out);
+            xxh3_128_with_secret(laid_out.bytes(), &self.secret)
         } else {
-            let mut h = Xxh3::with_secret(self.secret);
-            for word in fixed {
-                h.update(&word.to_le_bytes());
-            }
-            for (field, field_len) in fields.iter().zip(lengths) {
-                h.update(&field_len.to_le_bytes());
-                h.update(field);
-            }
-            h.digest128()
+            let mut state = Xxh3::with_secret(self.secret);
+            input.write_to(&mut state);
+            state.digest128()
+        }
+    }
+}
+
+/// The first three words of every key's input: the tag with a count (a name's length, or
+/// the number of fields), then the scope.
+fn fixed_words(tag: Tag, count: usize, scope: Scope) -> [u64; 3] {
+    [tag.0 as u64 | (count as u64) << 8, scope.0[0], scope.0[1]]
+}
+
+/// Where a key's input is written: the stack buffer, or XXH3's streaming state.
+trait Sink {
+    fn push(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Input<'_> {
+    #[inline(always)]
+    fn push(&mut self, bytes: &[u8]) {
+        Input::push(self, bytes)
+    }
+}
+
+impl Sink for Xxh3 {
+    fn push(&mut self, bytes: &[u8]) {
+        self.update(bytes)
+    }
+}
+
+/// A key's input, written once for either [`Sink`].
+trait KeyInput {
+    /// How many bytes `write_to` writes.
+    fn len(&self) -> usize;
+    fn write_to(&self, sink: &mut impl Sink);
+}
+
+/// The input of [`KeyHasher::key`].
+struct NamedValue<'a> {
+    fixed: [u64; 3],
+    name: &'a [u8],
+    value: &'a [u8],
+}
+
+impl KeyInput for NamedValue<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        24 + self.name.len() + self.value.len()
+    }
+
+    #[inline(always)]
+    fn write_to(&self, sink: &mut impl Sink) {
+        for word in self.fixed {
+            sink.push(&word.to_le_bytes());
+        }
+        sink.push(self.name);
+        sink.push(self.value);
+    }
+}
+
+/// The input of [`KeyHasher::key_of_fields`].
+struct Fields<'a> {
+    fixed: [u64; 3],
+    fields: &'a [&'a [u8]],
+}
+
+impl KeyInput for Fields<'_> {
+    fn len(&self) -> usize {
+        24 + self.fields.iter().map(|f| 4 + f.len()).sum::<usize>()
+    }
+
+    fn write_to(&self, sink: &mut impl Sink) {
+        for word in self.fixed {
+            sink.push(&word.to_le_bytes());
+        }
+        for field in self.fields {
+            let field_len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            sink.push(&field_len.to_le_bytes());
+            sink.push(field);
         }
     }
 }
