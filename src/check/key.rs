@@ -117,44 +117,43 @@ impl KeyHasher {
     /// that no two inputs give the same bytes: a word holding the tag and the name's length,
     /// the scope, the name, then the value up to the end (XXH3 covers the length too).
     pub fn key(&self, scope: Scope, tag: Tag, name: &[u8], value: &[u8]) -> CacheKey {
-        self.hash_of(NamedValue {
-            fixed: fixed_words(tag, name.len(), scope),
-            name,
-            value,
-        })
+        self.hash_of(tag, name.len(), scope, NamedValue { name, value })
     }
 
     /// The key of an answer about several values at once (a permission's tuple): each field
     /// is preceded by its length, so that no bytes can move from one field to the next, and
     /// `tag` says how many fields there are and what they mean. Allocates nothing.
     pub fn key_of_fields(&self, scope: Scope, tag: Tag, fields: &[&[u8]]) -> CacheKey {
-        self.hash_of(Fields {
-            fixed: fixed_words(tag, fields.len(), scope),
-            fields,
-        })
+        self.hash_of(tag, fields.len(), scope, Fields(fields))
     }
 
-    /// Hashes what `input` lays out: in one call from a stack buffer when it fits, else
-    /// through XXH3's streaming state, which gives the same hash.
+    /// Hashes a key's input: three words (the tag with `count`, a name's length or the number
+    /// of fields, then the scope), followed by what `input` lays out. In one call from a stack
+    /// buffer when it fits, else through XXH3's streaming state, which gives the same hash.
     #[inline(always)]
-    fn hash_of(&self, input: impl KeyInput) -> CacheKey {
-        if input.len() <= INLINE_LEN {
+    fn hash_of(&self, tag: Tag, count: usize, scope: Scope, input: impl KeyInput) -> CacheKey {
+        let fixed = [tag.0 as u64 | (count as u64) << 8, scope.0[0], scope.0[1]];
+        if 24 + input.len() <= INLINE_LEN {
             let mut buf = [MaybeUninit::uninit(); INLINE_LEN];
             let mut laid_out = Input::new(&mut buf);
+            write_fixed(&mut laid_out, fixed);
             input.write_to(&mut laid_out);
             xxh3_128_with_secret(laid_out.bytes(), &self.secret)
         } else {
             let mut state = Xxh3::with_secret(self.secret);
+            write_fixed(&mut state, fixed);
             input.write_to(&mut state);
             state.digest128()
         }
     }
 }
 
-/// The first three words of every key's input: the tag with a count (a name's length, or
-/// the number of fields), then the scope.
-fn fixed_words(tag: Tag, count: usize, scope: Scope) -> [u64; 3] {
-    [tag.0 as u64 | (count as u64) << 8, scope.0[0], scope.0[1]]
+/// The three words that begin every key's input.
+#[inline(always)]
+fn write_fixed(sink: &mut impl Sink, fixed: [u64; 3]) {
+    for word in fixed {
+        sink.push(&word.to_le_bytes());
+    }
 }
 
 /// Where a key's input is written: the stack buffer, or XXH3's streaming state.
@@ -175,7 +174,7 @@ impl Sink for Xxh3 {
     }
 }
 
-/// A key's input, written once for either [`Sink`].
+/// A key's input after its three words, written once for either [`Sink`].
 trait KeyInput {
     /// How many bytes `write_to` writes.
     fn len(&self) -> usize;
@@ -184,7 +183,6 @@ trait KeyInput {
 
 /// The input of [`KeyHasher::key`].
 struct NamedValue<'a> {
-    fixed: [u64; 3],
     name: &'a [u8],
     value: &'a [u8],
 }
@@ -192,35 +190,26 @@ struct NamedValue<'a> {
 impl KeyInput for NamedValue<'_> {
     #[inline(always)]
     fn len(&self) -> usize {
-        24 + self.name.len() + self.value.len()
+        self.name.len() + self.value.len()
     }
 
     #[inline(always)]
     fn write_to(&self, sink: &mut impl Sink) {
-        for word in self.fixed {
-            sink.push(&word.to_le_bytes());
-        }
         sink.push(self.name);
         sink.push(self.value);
     }
 }
 
 /// The input of [`KeyHasher::key_of_fields`].
-struct Fields<'a> {
-    fixed: [u64; 3],
-    fields: &'a [&'a [u8]],
-}
+struct Fields<'a>(&'a [&'a [u8]]);
 
 impl KeyInput for Fields<'_> {
     fn len(&self) -> usize {
-        24 + self.fields.iter().map(|f| 4 + f.len()).sum::<usize>()
+        self.0.iter().map(|f| 4 + f.len()).sum::<usize>()
     }
 
     fn write_to(&self, sink: &mut impl Sink) {
-        for word in self.fixed {
-            sink.push(&word.to_le_bytes());
-        }
-        for field in self.fields {
+        for field in self.0 {
             let field_len = u32::try_from(field.len()).unwrap_or(u32::MAX);
             sink.push(&field_len.to_le_bytes());
             sink.push(field);
