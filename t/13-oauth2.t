@@ -114,11 +114,7 @@ sub bearer ($token) { (Authorization => "Bearer $token") }
 sub flipped ($part) { substr($part, 5, 1, substr($part, 5, 1) eq 'A' ? 'B' : 'A'); $part }
 
 # Reloads and waits until the old workers are gone, so that only new ones answer.
-sub fresh_workers () {
-    my @old = $t->worker_pids;
-    $t->reload;
-    $t->wait_for(sub { !grep { kill 0, $_ } @old }, timeout => 10);
-}
+sub fresh_workers () { $t->reload(old_gone => 1) }
 
 my $now = time;
 

@@ -393,6 +393,8 @@ sub worker_pids ($self) {
 }
 
 # `nginx -s reload`, then wait until a new generation of workers runs. Dies if it does not.
+# With `old_gone => 1`, also until the old workers have exited, so that only new ones answer
+# and whatever the old ones do at exit is done.
 sub reload ($self, %o) {
     die "OryTest: nginx is not running\n" unless $self->{master};
     my @old = $self->worker_pids;
@@ -403,6 +405,10 @@ sub reload ($self, %o) {
     my $n = $self->_expected_workers;
     $self->wait_for(sub { $self->worker_pids >= $n }, timeout => $o{timeout} // 10)
         or die "OryTest: no new worker processes after reload\n" . $self->error_log;
+    if ($o{old_gone}) {
+        $self->wait_for(sub { !grep { _alive($_) } @old }, timeout => $o{timeout} // 10)
+            or die "OryTest: the old workers did not exit after reload\n" . $self->error_log;
+    }
     return 1;
 }
 
