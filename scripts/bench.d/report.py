@@ -600,7 +600,7 @@ def section_verification(run, w):
           f"{fs['checks_per_request']:.3f} checks per request of (9). The module times every "
           "signature check it makes (`ory_oauth2_jwt_signature_seconds_total` over "
           "`ory_oauth2_jwt_signature_checks_total`, read from its status endpoint before and "
-          "after each (9) run): the same ring call as the micro-benchmark's *signature*, on "
+          "after each (9) run): the same aws-lc-rs call as the micro-benchmark's *signature*, on "
           "the same key size, but inside a loaded nginx, with the caches it shares with the "
           "kernel's TCP work and with nginx, where the micro-benchmark repeats one check in a "
           "tight loop and keeps the fastest of 25 rounds. The rest, (9) − (7) minus that "

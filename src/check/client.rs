@@ -194,6 +194,10 @@ pub fn build_client(trust: &Trust) -> reqwest::Result<Client> {
 }
 
 fn build_tls_client(trust: &Trust) -> reqwest::Result<reqwest::Client> {
+    // reqwest's TLS takes rustls' process-wide crypto provider. Ours is aws-lc-rs, the
+    // library that also checks JWS signatures: one crypto library in the module. A second
+    // install is refused and changes nothing, so every client build may ask.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .no_proxy()

@@ -14,7 +14,7 @@ pub enum Algorithm {
     Ps512,
     Es256,
     Es384,
-    /// Ed25519 only: ring has no Ed448.
+    /// Ed25519 only: Ed448 is not implemented.
     EdDsa,
 }
 
@@ -78,18 +78,21 @@ impl Algorithm {
         }
     }
 
-    /// ring's parameters for RSA algorithms: keys of 2048 to 8192 bits only.
-    pub(crate) fn rsa_parameters(self) -> Option<&'static ring::signature::RsaParameters> {
-        use ring::signature as s;
-        Some(match self {
+    /// aws-lc-rs' verification algorithm; its RSA ones take keys of 2048 to 8192 bits only.
+    pub(crate) fn verification(self) -> &'static dyn aws_lc_rs::signature::VerificationAlgorithm {
+        use aws_lc_rs::signature as s;
+        match self {
             Algorithm::Rs256 => &s::RSA_PKCS1_2048_8192_SHA256,
             Algorithm::Rs384 => &s::RSA_PKCS1_2048_8192_SHA384,
             Algorithm::Rs512 => &s::RSA_PKCS1_2048_8192_SHA512,
             Algorithm::Ps256 => &s::RSA_PSS_2048_8192_SHA256,
             Algorithm::Ps384 => &s::RSA_PSS_2048_8192_SHA384,
             Algorithm::Ps512 => &s::RSA_PSS_2048_8192_SHA512,
-            Algorithm::Es256 | Algorithm::Es384 | Algorithm::EdDsa => return None,
-        })
+            // JWS carries ECDSA signatures as fixed-size r || s (RFC 7518 §3.4), not DER.
+            Algorithm::Es256 => &s::ECDSA_P256_SHA256_FIXED,
+            Algorithm::Es384 => &s::ECDSA_P384_SHA384_FIXED,
+            Algorithm::EdDsa => &s::ED25519,
+        }
     }
 }
 
@@ -126,13 +129,22 @@ mod tests {
         use Algorithm::*;
         for alg in [Rs256, Rs384, Rs512, Ps256, Ps384, Ps512] {
             assert_eq!(alg.family(), KeyFamily::Rsa);
-            assert!(alg.rsa_parameters().is_some());
         }
         assert_eq!(Es256.family(), KeyFamily::P256);
         assert_eq!(Es384.family(), KeyFamily::P384);
         assert_eq!(EdDsa.family(), KeyFamily::Ed25519);
-        for alg in [Es256, Es384, EdDsa] {
-            assert!(alg.rsa_parameters().is_none());
+    }
+
+    /// Nine algorithms, nine verification algorithms: none maps to another's.
+    #[test]
+    fn each_algorithm_verifies_its_own_way() {
+        for (i, a) in Algorithm::ALL.iter().enumerate() {
+            for b in &Algorithm::ALL[i + 1..] {
+                assert!(
+                    !std::ptr::addr_eq(a.verification(), b.verification()),
+                    "{a} and {b}"
+                );
+            }
         }
     }
 }

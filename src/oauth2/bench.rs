@@ -1,4 +1,4 @@
-//! What one verification costs, per algorithm, with ring on this machine (best of 25
+//! What one verification costs, per algorithm, with aws-lc-rs on this machine (best of 25
 //! rounds). Not run by default:
 //!
 //!     cargo test --release --lib -- --ignored --nocapture oauth2::bench

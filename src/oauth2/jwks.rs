@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -22,7 +23,7 @@ use crate::check::MAX_ANSWER_LEN;
 /// keys would mean a broken issuer, and each key costs a parse per fetch.
 pub const MAX_KEYS: usize = 256;
 
-/// RSA keys below 2048 bits are breakable (NIST SP 800-131A); ring verifies up to 8192.
+/// RSA keys below 2048 bits are breakable (NIST SP 800-131A); aws-lc-rs verifies up to 8192.
 pub const MIN_RSA_BITS: usize = 2048;
 pub const MAX_RSA_BITS: usize = 8192;
 
@@ -31,18 +32,33 @@ pub const MAX_RSA_BITS: usize = 8192;
 /// with it, so such a key is never trusted.
 const SECRET_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// One public key, checked and decoded.
-#[derive(Clone, PartialEq, Eq)]
+/// One public key, checked, decoded, and parsed for the algorithms it may verify.
+#[derive(Clone)]
 pub struct Key {
     kid: Option<Box<str>>,
     /// The JWK's `alg`: when present, the only algorithm that may use the key.
     alg: Option<Algorithm>,
     public: PublicKey,
+    /// The key as aws-lc-rs verifies with it, once per algorithm that [fits](Key::fits): one,
+    /// or the six RSA ones for an RSA key without `alg`. Parsed here, on the client thread
+    /// at each fetch, so a token pays for the signature check alone; an RSA key also keeps
+    /// its Montgomery constants from its first check on (ring 0.17 rebuilt the key for every
+    /// check: a third of its instructions for an RSA-4096 one, callgrind).
+    verifiers: Box<[(Algorithm, ParsedPublicKey)]>,
 }
+
+/// The key material is the key: the parsed forms are made from it.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.kid == other.kid && self.alg == other.alg && self.public == other.public
+    }
+}
+
+impl Eq for Key {}
 
 #[derive(Clone, PartialEq, Eq)]
 enum PublicKey {
-    /// Big-endian, without leading zero bytes, as ring wants them.
+    /// Big-endian, without leading zero bytes.
     Rsa {
         n: Box<[u8]>,
         e: Box<[u8]>,
@@ -86,35 +102,39 @@ impl Key {
     }
 
     /// Checks a JWS signature over `message`. A key that does not [`fit`](Self::fits) `alg`
-    /// verifies nothing, whatever the caller checked before.
+    /// has no verifier for it, so it verifies nothing, whatever the caller checked before.
     pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
-        use ring::signature as sig;
-        if !self.fits(alg) {
-            return false;
-        }
-        let verified = match &self.public {
-            PublicKey::Rsa { n, e, .. } => match alg.rsa_parameters() {
-                Some(params) => sig::RsaPublicKeyComponents {
-                    n: &n[..],
-                    e: &e[..],
-                }
-                .verify(params, message, signature),
-                None => return false,
-            },
-            // JWS carries ECDSA signatures as fixed-size r || s (RFC 7518 §3.4), not DER.
-            PublicKey::P256(point) => {
-                sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, signature)
+        self.verifiers
+            .iter()
+            .find(|(own, _)| *own == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    /// Parses the key for each algorithm it fits. A key aws-lc refuses (an EC point off its
+    /// curve, say) is skipped at fetch time, not failed on every token.
+    fn with_verifiers(mut self) -> Result<Key, &'static str> {
+        let encoded;
+        let bytes: &[u8] = match &self.public {
+            PublicKey::Rsa { n, e, .. } => {
+                encoded = rsa_public_key_der(n, e);
+                &encoded
             }
-            PublicKey::P384(point) => {
-                sig::UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point)
-                    .verify(message, signature)
-            }
-            PublicKey::Ed25519(x) => {
-                sig::UnparsedPublicKey::new(&sig::ED25519, x).verify(message, signature)
-            }
+            PublicKey::P256(point) | PublicKey::P384(point) => point,
+            PublicKey::Ed25519(x) => x,
         };
-        verified.is_ok()
+        let mut verifiers = Vec::new();
+        for alg in Algorithm::ALL.into_iter().filter(|&alg| self.fits(alg)) {
+            let parsed = ParsedPublicKey::new(alg.verification(), bytes).map_err(|_| match self
+                .family()
+            {
+                KeyFamily::P256 | KeyFamily::P384 => "the EC point is not on its curve",
+                KeyFamily::Rsa => "the RSA key is not a valid public key",
+                KeyFamily::Ed25519 => "the Ed25519 key is not a valid public key",
+            })?;
+            verifiers.push((alg, parsed));
+        }
+        self.verifiers = verifiers.into_boxed_slice();
+        Ok(self)
     }
 }
 
@@ -349,17 +369,52 @@ fn parse_key(jwk: &Map<String, Value>) -> Result<Key, &'static str> {
         "OKP" => okp_key(jwk)?,
         _ => return Err("kty is not RSA, EC or OKP"),
     };
-    let key = Key { kid, alg, public };
+    let key = Key {
+        kid,
+        alg,
+        public,
+        verifiers: Box::default(),
+    };
     if alg.is_some_and(|alg| alg.family() != key.family()) {
         return Err("the key's alg does not fit its type");
     }
-    Ok(key)
+    key.with_verifiers()
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` in DER,
+/// the form aws-lc-rs parses an RSA public key from. `n` and `e` are big-endian without
+/// leading zeros; an INTEGER is signed, so one whose top bit is set gets a zero byte first.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+    }
+    fn push_integer(out: &mut Vec<u8>, value: &[u8]) {
+        let pad = value.first().is_some_and(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        push_len(out, value.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(value);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 10);
+    push_integer(&mut body, n);
+    push_integer(&mut body, e);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    der.push(0x30);
+    push_len(&mut der, body.len());
+    der.extend_from_slice(&body);
+    der
 }
 
 fn rsa_key(jwk: &Map<String, Value>) -> Result<PublicKey, &'static str> {
     let n = member(jwk, "n").ok_or("n is missing or not base64url")?;
     let e = member(jwk, "e").ok_or("e is missing or not base64url")?;
-    // RFC 7518 §6.3.1 says no leading zeros, but some encoders add one; ring wants none.
+    // RFC 7518 §6.3.1 says no leading zeros, but some encoders add one.
     let n = strip_leading_zeros(&n);
     let e = strip_leading_zeros(&e);
     let bits = match n.first() {
@@ -375,8 +430,9 @@ fn rsa_key(jwk: &Map<String, Value>) -> Result<PublicKey, &'static str> {
     if n.last().is_some_and(|b| b & 1 == 0) {
         return Err("the RSA modulus is even");
     }
-    // ring's bounds: odd, 3 <= e <= 2^33 - 1. Checked here so a bad key is reported once,
-    // at fetch time, not as a failed signature on every token.
+    // aws-lc's bounds (BoringSSL's): odd, 3 <= e <= 2^33 - 1. Checked here, with its own
+    // reason, so a bad key is reported once, at fetch time, not as a failed signature on
+    // every token.
     if e.len() > 5 {
         return Err("the RSA exponent is out of range");
     }
@@ -407,8 +463,8 @@ fn ec_key(jwk: &Map<String, Value>) -> Result<PublicKey, &'static str> {
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    // Whether the point is on the curve is checked by ring on every verification; an
-    // invalid point verifies nothing.
+    // Whether the point is on the curve is checked when aws-lc parses it
+    // (`Key::with_verifiers`): a point off the curve is a skipped key.
     Ok(if len == 32 {
         PublicKey::P256(point.into())
     } else {
@@ -704,6 +760,14 @@ mod tests {
         let mut k = ec.clone();
         k.as_object_mut().unwrap().remove("y");
         assert_eq!(reason(k), "y is missing or not base64url");
+        // A point off its curve verifies nothing: aws-lc refuses it when the set is read.
+        for kid in ["ec-p256", "ec-p384"] {
+            let mut k = fixture_jwk(kid);
+            let mut y = member(k.as_object().unwrap(), "y").unwrap();
+            *y.last_mut().unwrap() ^= 1;
+            k["y"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&y));
+            assert_eq!(reason(k), "the EC point is not on its curve", "{kid}");
+        }
 
         let ed = fixture_jwk("ed25519");
         let mut k = ed.clone();
@@ -712,6 +776,30 @@ mod tests {
         let mut k = ed.clone();
         k["x"] = json!("AAAA");
         assert_eq!(reason(k), "the Ed25519 key is not 32 bytes");
+    }
+
+    #[test]
+    fn rsa_public_keys_in_der() {
+        // INTEGERs are signed: a top bit set takes a zero byte first, a clear one does not.
+        assert_eq!(
+            rsa_public_key_der(&[0x80, 0x01], &[0x01, 0x00, 0x01]),
+            [0x30, 0x0a, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01]
+        );
+        assert_eq!(
+            rsa_public_key_der(&[0x7f], &[0x03]),
+            [0x30, 0x06, 0x02, 0x01, 0x7f, 0x02, 0x01, 0x03]
+        );
+        // RSA-4096: two-byte lengths, 513 bytes for the modulus.
+        let der = rsa_public_key_der(&[0xff; 512], &[0x01, 0x00, 0x01]);
+        assert_eq!(der[..8], [0x30, 0x82, 0x02, 0x0a, 0x02, 0x82, 0x02, 0x01]);
+        assert_eq!(der[8], 0x00);
+        assert_eq!(der.len(), 4 + 0x20a);
+        assert_eq!(der[der.len() - 5..], [0x02, 0x03, 0x01, 0x00, 0x01]);
+
+        // An exponent with its top bit set (2^31 + 1) is a valid key, not a negative one.
+        let mut k = fixture_jwk("rsa-2048");
+        k["e"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0x80, 0, 0, 1]));
+        assert_eq!(parse(json!({ "keys": [k] })).len(), 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Verifying a JWT access token (JWS compact serialization, RFC 7515 §7.1) with ring.
+//! Verifying a JWT access token (JWS compact serialization, RFC 7515 §7.1) with aws-lc-rs.
 //!
 //! The order is fixed and every step can only refuse:
 //! 1. three base64url parts; the header is a JSON object;
