@@ -469,6 +469,29 @@ subtest 'the status endpoint counts token checks' => sub {
     cmp_ok $s1, '>', $s0, 'their time is counted';
 };
 
+subtest 'a published key that is not a valid public key is skipped, not tried' => sub {
+    # An EC point off its curve is refused when the worker reads the JWKS: the kid is then
+    # known as unusable, so its tokens are refused without a signature check or a refetch.
+    my $kid = $t->hydra_rotate({ alg => 'ES256', off_curve => 1 })->{kid};
+    my @tokens = map { $t->jwt(alg => 'ES256', kid => $kid, claims => { sub => "off-curve-$_" }) } 1 .. 2;
+    my $checks = sub { ($t->get('/status')->{body} =~ /^ory_oauth2_jwt_signature_checks_total (\d+)$/m)[0] };
+    my $checked = $checks->();
+    my ($r, $calls, $log) = check('/api/x', bearer($tokens[0]));
+    is $r->{status}, 401, 'a token of that key: 401';
+    is $r->{headers}{'www-authenticate'}, 'Bearer error="invalid_token"', 'invalid_token';
+    is $calls->{jwks}, 1, 'its unknown kid made one refetch';
+    my $text = join "\n", @$log;
+    like $text, qr/1 keys of the JWKS cannot verify tokens and are skipped/, 'the skipped key is logged';
+    like $text, qr/in the JWKS but not usable/, 'the reason: the key is not usable';
+    ($r, $calls) = check('/api/x', bearer($tokens[1]));
+    is $r->{status}, 401, 'another token of that key: 401';
+    is $calls->{jwks}, 0, 'no refetch: the kid is known as unusable';
+    is $checks->(), $checked, 'no signature was checked';
+    # A good ES256 key in its place, for whatever comes next.
+    $t->hydra_rotate({ alg => 'ES256', drop_old => 1 });
+    $t->hydra_reset;
+};
+
 subtest 'configuration errors' => sub {
     my $c = OryTest->new;
     my $server = sub ($location) {
