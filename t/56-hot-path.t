@@ -1,7 +1,8 @@
 # The hot path, counted: scripts/hotpath runs nginx under valgrind's callgrind and serves the
-# same requests with no check, with a cache hit, and with a cache hit whose variables are
-# used. A hit must add no heap call, no system call, no lock call and no work on the module's
-# Kratos client thread. These are counts, not timings: the machine's load cannot change them.
+# same requests with no check, with a cache hit, with a cache hit whose variables are used,
+# and with a session and a permission check both answered from the cache. A hit must add no
+# heap call, no system call, no lock call and no work on the module's client threads. These
+# are counts, not timings: the machine's load cannot change them.
 # The uncached scenario (a whoami call per request) is the control: it shows that allocations,
 # system calls and the client thread's work are seen when they happen.
 use v5.36;
@@ -38,7 +39,7 @@ cmp_ok sum($call->{heap_calls}) - sum($plain->{heap_calls}), '>', 5,
     'a whoami call: its allocations are counted';
 cmp_ok $call->{syscalls} - $plain->{syscalls}, '>', 1, 'a whoami call: its system calls are counted';
 
-for my $name ('hit', 'hit+variables', 'hit+zone') {
+for my $name ('hit', 'hit+variables', 'hit+zone', 'hit+permission') {
     my $c = $r->{$name};
     # Slack for a timer or a log write during the whole run, never one per request.
     cmp_ok abs(sum($c->{heap_calls}) - sum($plain->{heap_calls})), '<', 0.02,

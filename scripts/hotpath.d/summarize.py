@@ -144,7 +144,7 @@ def main():
     failures = []
     verdicts = []
     extras = {}
-    for s in ("hit", "hit+variables", "hit+zone"):
+    for s in ("hit", "hit+variables", "hit+zone", "hit+permission"):
         if s not in result:
             continue
         c = result[s]

@@ -114,18 +114,24 @@ impl Check for PermissionCheck {
     #[inline]
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         (*ctx).permission.begun = true;
-        // The session's identity, else the access token's subject.
-        let subject = match (&(*ctx).session.session, &(*ctx).oauth2.verified) {
-            (Some(session), _) if (*ctx).session.allowed() => Some(session.user_id.clone()),
-            (_, Some(token)) if (*ctx).oauth2.allowed() => token.claims.sub().map(Into::into),
+        // The session's identity, else the access token's subject. evaluate() takes the
+        // context mutably, so the subject is borrowed from a clone of the Rc holding it, not
+        // copied: a request answered from the cache allocates nothing.
+        let session = Some(&(*ctx).session)
+            .filter(|state| state.allowed())
+            .and_then(|state| state.session.clone());
+        let token = match session {
+            Some(_) => None,
+            None => Some(&(*ctx).oauth2)
+                .filter(|state| state.allowed())
+                .and_then(|state| state.verified.clone()),
+        };
+        let subject = match (&session, &token) {
+            (Some(session), _) => Some(session.user_id.as_bytes()),
+            (_, Some(token)) => token.claims.sub().map(str::as_bytes),
             _ => None,
         };
-        evaluate(
-            r,
-            &lcf.permission,
-            subject.as_deref().map(str::as_bytes),
-            ctx,
-        );
+        evaluate(r, &lcf.permission, subject, ctx);
         settle(&mut (*ctx).permission);
     }
 
