@@ -309,7 +309,8 @@ def section_method(run, w):
     w(f"- Loopback. The nginx under test has one worker (`worker_connections {E['R_WORKER_CONNECTIONS']}`); "
       "the doubles are a second nginx with canned answers (Kratos' whoami: "
       "`scripts/bench.d/whoami.json`; Hydra and Keto: below) logging one line per call, which counts "
-      f"calls and connection reuse. CPU pinning: {E['R_PINNING']}.")
+      f"calls and connection reuse. CPU pinning: {E['R_PINNING']}. CPU idle states: "
+      f"{E.get('R_IDLE_STATES', 'not recorded')}.")
     w("- Two variants of the protected location: **content** (`empty_gif;`, which isolates the "
       "cost of the check; the targets are judged on it) and **proxied** (`proxy_pass` to a "
       "keep-alive upstream in the same worker; for information).")
@@ -339,7 +340,7 @@ def section_method(run, w):
       "bound on the pattern's latency; nginx's own cost is the same one subrequest either way).")
     w(f"- `wrk -t{E['R_THREADS']} -c{E['R_CONNECTIONS']} -d{E['R_DURATION']}s`, {E['R_ROUNDS']} round(s) "
       "after a warm-up: each round runs all nineteen (variant, scenario) runs once, in a fixed order "
-      "that every other round reverses ((13)–(15) just before (1), (7)–(12) after (5)). Tables show "
+      "that every other round reverses ((15), (14), (13) just before (1); (8), (7), (9), (10), (11), (12) after (5)). Tables show "
       "medians over rounds; ratios are the median of the per-round ratios, with their spread (min–max). "
       "nginx CPU per request: the worker's CPU time (all its threads) over the run, divided by the "
       "requests answered.")
