@@ -115,17 +115,18 @@ impl Check for PermissionCheck {
     unsafe fn begin(&self, r: *mut ngx_http_request_t, lcf: &LocConf, ctx: *mut RequestCtx) {
         (*ctx).permission.begun = true;
         // The session's identity, else the access token's subject. evaluate() takes the
-        // context mutably, so the subject is borrowed from a clone of the Rc holding it, not
+        // context mutably, so the subject is borrowed from clones of the Rcs holding it, not
         // copied: a request answered from the cache allocates nothing.
-        let session = Some(&(*ctx).session)
-            .filter(|state| state.allowed())
-            .and_then(|state| state.session.clone());
-        let token = match session {
-            Some(_) => None,
-            None => Some(&(*ctx).oauth2)
-                .filter(|state| state.allowed())
-                .and_then(|state| state.verified.clone()),
-        };
+        let session = (*ctx)
+            .session
+            .session
+            .clone()
+            .filter(|_| (*ctx).session.allowed());
+        let token = (*ctx)
+            .oauth2
+            .verified
+            .clone()
+            .filter(|_| (*ctx).oauth2.allowed());
         let subject = match (&session, &token) {
             (Some(session), _) => Some(session.user_id.as_bytes()),
             (_, Some(token)) => token.claims.sub().map(str::as_bytes),
