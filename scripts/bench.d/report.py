@@ -219,12 +219,15 @@ class Run:
         """The value a target of b/a (as RATIOS and CPU_TARGETS name it: numerator b) is
         judged on: the paired runs' (median, per-round values) when the run has them, else
         the sequential runs'; and where it comes from."""
-        pair = next(((x, y) for _, x, y, k in PAIRED if (x, y) == (a, b) and k == kind), None)
-        res = self.paired(a, b, kind) if pair else None
+        paired = any((x, y, k) == (a, b, kind) for _, x, y, k in PAIRED)
+        res = self.paired(a, b, kind) if paired else None
         if res:
             return res[:2], "paired runs"
-        seq = self.cpu_ratio(PRIMARY, b, a) if kind == "cpu" else self.ratio(PRIMARY, b, a)
-        return seq, "sequential runs"
+        return self.sequential(a, b, kind), "sequential runs"
+
+    def sequential(self, a, b, kind):
+        """b/a from the sequential runs (primary variant): CPU per request or requests/s."""
+        return self.cpu_ratio(PRIMARY, b, a) if kind == "cpu" else self.ratio(PRIMARY, b, a)
 
     def per_request(self, key):
         m = self.med[key]
@@ -560,10 +563,7 @@ def section_paired(run, w):
             continue
         fmt = "{:.3f}" if kind == "cpu" else "{:.2f}"
         unit = " µs" if kind == "cpu" else " req/s"
-        if a == b:
-            seq = "—"
-        else:
-            seq = spread_text(run.cpu_ratio(PRIMARY, b, a) if kind == "cpu" else run.ratio(PRIMARY, b, a), fmt)
+        seq = "—" if a == b else spread_text(run.sequential(a, b, kind), fmt)
         what = "nginx CPU per request" if kind == "cpu" else "requests/s"
         w(f"| {label} | {what} | {spread_text(res[:2], fmt)} | {fmt.format(min(res[2]))}–{fmt.format(max(res[2]))} | "
           f"{res[3]:,.2f} vs {res[4]:,.2f}{unit} | {seq} |")
